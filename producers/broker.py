@@ -1,0 +1,111 @@
+"""Broker connections, and the queues, exchanges and bindings of the contract.
+
+The same transport options serve Celery, the result publisher and the producers, so a setting
+such as publisher confirms cannot differ between them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.connection import Connection
+from kombu.entity import Exchange, Queue
+
+from producers.names import (
+    DEAD_LETTER_QUEUE,
+    JOB_QUEUE,
+    RESULT_BINDING_KEY,
+    RESULT_EXCHANGE,
+    RESULT_QUEUE,
+)
+from producers.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: How often the embedded broker looks for new message files.
+EMBEDDED_POLL_INTERVAL_S = 0.05
+#: Floor of Redis' visibility timeout: an unacked job is redelivered only after this long.
+MIN_VISIBILITY_TIMEOUT_S = 3600
+
+JOB_EXCHANGE = Exchange(JOB_QUEUE, type="direct", durable=True)
+RESULTS_EXCHANGE = Exchange(RESULT_EXCHANGE, type="topic", durable=True)
+DEAD_LETTER_EXCHANGE = Exchange(DEAD_LETTER_QUEUE, type="direct", durable=True)
+
+
+def job_queue() -> Queue:
+    return Queue(JOB_QUEUE, JOB_EXCHANGE, routing_key=JOB_QUEUE, durable=True)
+
+
+def result_queue(name: str = RESULT_QUEUE, binding_key: str = RESULT_BINDING_KEY) -> Queue:
+    return Queue(name, RESULTS_EXCHANGE, routing_key=binding_key, durable=True)
+
+
+def dead_letter_queue() -> Queue:
+    return Queue(
+        DEAD_LETTER_QUEUE, DEAD_LETTER_EXCHANGE, routing_key=DEAD_LETTER_QUEUE, durable=True
+    )
+
+
+def longest_job_s(settings: Settings) -> float:
+    """Worst-case time one job can hold its message: every attempt timing out, every backoff."""
+    backoff = sum(
+        min(settings.kling_backoff_max_seconds, settings.kling_backoff_base_seconds * 2**n)
+        for n in range(settings.kling_max_attempts - 1)
+    )
+    # Each attempt may also wait for S3 and for the JWT re-sign retry: count the call twice.
+    return float(settings.kling_max_attempts * settings.kling_timeout_seconds * 2 + backoff)
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """Transport options for ``settings.broker_url``."""
+    if settings.uses_embedded_broker:
+        folder = settings.embedded_broker_dir.resolve()
+        queues, control = folder / "queues", folder / "control"
+        queues.mkdir(parents=True, exist_ok=True)
+        control.mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(queues),
+            "data_folder_out": str(queues),
+            "control_folder": str(control),
+            "polling_interval": EMBEDDED_POLL_INTERVAL_S,
+        }
+    if settings.broker_is_redis:
+        return {
+            # Never redeliver a job that is still being retried.
+            "visibility_timeout": max(MIN_VISIBILITY_TIMEOUT_S, 4 * longest_job_s(settings)),
+            # One connection per worker thread, or acks fail under load (calibration trap 2).
+            "max_connections": settings.worker_concurrency + 16,
+        }
+    if settings.broker_is_amqp:
+        # The broker confirms every publish, so a message is never dropped silently.
+        return {"confirm_publish": True}
+    return {}
+
+
+def connect(settings: Settings) -> Connection:
+    """A (lazy) kombu connection to the configured broker."""
+    if settings.uses_embedded_broker:
+        warn_embedded_broker(settings)
+    return Connection(settings.broker_url, transport_options=transport_options(settings))
+
+
+_warned = False
+
+
+def warn_embedded_broker(settings: Settings) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "CELERY_BROKER_URL is not set: using the embedded broker in %s. It works on this "
+            "machine only; set CELERY_BROKER_URL to amqp://… or redis://… to run a fleet.",
+            settings.embedded_broker_dir.resolve(),
+        )
+
+
+def declare_topology(connection: Connection) -> None:
+    """Declare the job queue, the result exchange with its default queue, and the dead letters."""
+    channel = connection.default_channel
+    for queue in (job_queue(), result_queue(), dead_letter_queue()):
+        queue(channel).declare()

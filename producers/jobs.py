@@ -1,0 +1,166 @@
+"""The job message (CONTRACT.md, "A job"): validated, immutable models.
+
+A job is the keyword argument ``job`` of a ``kling.init_selection`` Celery task. Producers build
+these models; workers parse incoming jobs with :func:`parse_job`, which raises
+:class:`InvalidJobError` with a readable reason when the message breaks the contract.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+#: Largest ``metadata`` object, serialized as compact JSON.
+MAX_METADATA_BYTES = 16 * 1024
+#: Characters a ``job_id`` may hold (1-128 of them).
+JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
+NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class InvalidJobError(ValueError):
+    """Raised when a message breaks the job contract; the message says how."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+
+
+class KlingVideo(_Frozen):
+    """A clip Kling generated: its ``video_id`` and the ``task_id`` of the generation task."""
+
+    kind: Literal["kling"] = "kling"
+    video_id: NonEmpty
+    task_id: NonEmpty
+
+
+class S3Object(_Frozen):
+    """An S3 object the worker presigns into a GET ``video_url``."""
+
+    kind: Literal["s3"] = "s3"
+    bucket: Annotated[str, Field(min_length=3, max_length=63)]
+    key: NonEmpty
+    version_id: NonEmpty | None = None
+
+    @classmethod
+    def from_uri(cls, uri: str) -> S3Object:
+        """``s3://bucket/key`` → :class:`S3Object`."""
+        parts = urlsplit(uri)
+        if parts.scheme != "s3" or not parts.netloc or len(parts.path) < 2:
+            raise InvalidJobError(f"expected s3://BUCKET/KEY, got {uri!r}")
+        return cls(bucket=parts.netloc, key=parts.path[1:])
+
+
+class VideoUrl(_Frozen):
+    """A hosted MP4/MOV clip Kling can download (``https``; ``http`` only when allowed)."""
+
+    kind: Literal["url"] = "url"
+    video_url: Annotated[str, Field(min_length=1, max_length=4096)]
+
+    @field_validator("video_url")
+    @classmethod
+    def _absolute_web_url(cls, url: str, info: ValidationInfo) -> str:
+        parts = urlsplit(url)
+        allow_http = bool(info.context and info.context.get("allow_http"))
+        allowed = ("https", "http") if allow_http else ("https",)
+        if parts.scheme not in allowed or not parts.hostname:
+            hint = "" if allow_http else " (http needs ALLOW_HTTP_VIDEO_URLS)"
+            raise ValueError(f"video_url must be an absolute {' or '.join(allowed)} URL{hint}")
+        return url
+
+
+Source = Annotated[KlingVideo | S3Object | VideoUrl, Field(discriminator="kind")]
+
+
+class Job(_Frozen):
+    """One init-selection job, exactly as it travels on the wire."""
+
+    job_id: JobId
+    source: Source
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    submitted_at: datetime | None = None
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_fits(cls, metadata: dict[str, Any]) -> dict[str, Any]:
+        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+        if size > MAX_METADATA_BYTES:
+            raise ValueError(
+                f"metadata is {size} bytes serialized; the limit is {MAX_METADATA_BYTES}"
+            )
+        return metadata
+
+    @field_validator("submitted_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("submitted_at must carry a time zone (RFC 3339)")
+        return value
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON object a producer sends as the task's ``job`` keyword."""
+        return self.model_dump(mode="json")
+
+
+def new_job_id() -> str:
+    """A fresh job id for callers that bring none (a UUID4, as the contract says)."""
+    return str(uuid.uuid4())
+
+
+def make_job(
+    source: KlingVideo | S3Object | VideoUrl,
+    *,
+    job_id: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    allow_http: bool = False,
+) -> Job:
+    """Build and validate a job the way producers do (fresh id and ``submitted_at``)."""
+    return complete_job(
+        {"source": source.model_dump(), "job_id": job_id, "metadata": metadata},
+        allow_http=allow_http,
+    )
+
+
+def complete_job(data: Mapping[str, Any], *, allow_http: bool = False) -> Job:
+    """Validate a job object a caller wrote, filling in what the contract lets them leave out:
+    ``job_id`` (a UUID4), ``metadata`` (``{}``) and ``submitted_at`` (now)."""
+    defaults = {
+        "job_id": new_job_id(),
+        "metadata": {},
+        "submitted_at": datetime.now(UTC).isoformat(),
+    }
+    given = {key: value for key, value in data.items() if value is not None}
+    return parse_job({**defaults, **given}, allow_http=allow_http)
+
+
+def parse_job(data: object, *, allow_http: bool = False) -> Job:
+    """Validate a decoded JSON job; :class:`InvalidJobError` says what is wrong."""
+    try:
+        # JSON mode: timestamps arrive as strings, everything else keeps strict JSON types.
+        return Job.model_validate_json(json.dumps(data), context={"allow_http": allow_http})
+    except (TypeError, ValueError) as exc:
+        raise InvalidJobError(_describe(exc)) from None
+
+
+def _describe(exc: Exception) -> str:
+    if not isinstance(exc, ValidationError):
+        return f"job is not a JSON object: {exc}"
+    problems = []
+    for error in exc.errors(include_url=False, include_input=False):
+        where = ".".join(str(part) for part in error["loc"]) or "job"
+        problems.append(f"{where}: {error['msg']}")
+    return "; ".join(problems)

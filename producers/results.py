@@ -1,0 +1,77 @@
+"""The result message (CONTRACT.md, "A result") and a consumer for result queues."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from producers.jobs import Source
+
+Status = Literal["succeeded", "failed"]
+ErrorType = Literal[
+    "invalid_job",
+    "source_not_found",
+    "video_rejected",
+    "request_rejected",
+    "auth_failed",
+    "account_blocked",
+    "upstream_unavailable",
+    "bad_gateway_answer",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ResultError(_Frozen):
+    """Why a job failed, typed so callers can decide what to do."""
+
+    type: ErrorType
+    message: str
+    retryable: bool
+    api_code: int | None = None
+    http_status: int | None = None
+
+
+class VideoFacts(_Frozen):
+    """What the API reported of the clip; each field ``None`` when absent."""
+
+    fps: float | None = None
+    duration_ms: int | None = None
+    width: int | None = None
+    height: int | None = None
+    total_frames: int | None = None
+    normalized_video_url: str | None = None
+
+
+class Result(_Frozen):
+    """The one terminal outcome of a job, as published to ``kling.results``."""
+
+    job_id: str
+    status: Status
+    session_id: str | None
+    session_expires_at: datetime | None
+    # ``source`` echoes the job; for a job too broken to parse it is whatever was sent.
+    source: Source | dict[str, Any] | None
+    metadata: dict[str, Any]
+    video: VideoFacts | None
+    kling_request_id: str | None
+    error: ResultError | None
+    attempts: int
+    submitted_at: datetime | None
+    completed_at: datetime
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "succeeded"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body CONTRACT.md shows, key for key."""
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_wire(), separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,69 @@
+"""The one settings object every process reads (CONTRACT.md, "Settings").
+
+Values come from the environment and from a ``.env`` file in the working directory.
+Secrets are ``SecretStr``: they never show in ``repr``, logs or Flower.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Where the embedded broker keeps its files when ``CELERY_BROKER_URL`` is unset.
+DEFAULT_EMBEDDED_BROKER_DIR = Path(".kling-broker")
+
+
+class Settings(BaseSettings):
+    """Deployment settings; names match the environment variables of CONTRACT.md."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
+    )
+
+    celery_broker_url: str | None = Field(
+        default=None,
+        description="amqp://… or redis://…; unset means the embedded single-machine broker.",
+    )
+    embedded_broker_dir: Path = Field(
+        default=DEFAULT_EMBEDDED_BROKER_DIR,
+        description="Folder of the embedded filesystem broker (only when no broker URL is set).",
+    )
+    redis_url: str | None = None
+
+    kling_api_base_url: str = "https://api.cometapi.com/kling"
+    kling_api_key: SecretStr | None = None
+    kling_access_key: str | None = None
+    kling_secret_key: SecretStr | None = None
+    kling_timeout_seconds: float = Field(default=30.0, gt=0)
+    kling_max_concurrency: int = Field(default=64, ge=1)
+    kling_max_rate: float | None = Field(default=None, gt=0)
+    #: Attempts in all (first call included) before ``upstream_unavailable``.
+    kling_max_attempts: int = Field(default=5, ge=1)
+    kling_backoff_base_seconds: float = Field(default=1.0, ge=0)
+    kling_backoff_max_seconds: float = Field(default=30.0, ge=0)
+
+    s3_endpoint_url: str | None = None
+    presign_expires_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
+    allow_http_video_urls: bool = False
+
+    worker_concurrency: int = Field(default=200, ge=1)
+    worker_prefetch_multiplier: int = Field(default=1, ge=1)
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.celery_broker_url
+
+    @property
+    def broker_url(self) -> str:
+        """The URL Celery and kombu connect with (``filesystem://`` for the embedded broker)."""
+        return self.celery_broker_url or "filesystem://"
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return self.broker_url.startswith(("redis://", "rediss://"))
+
+    @property
+    def broker_is_amqp(self) -> bool:
+        return self.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))

@@ -1,0 +1,106 @@
+"""The Celery application, configured from the one :class:`~producers.settings.Settings` object.
+
+``celery -A worker worker`` finds :data:`app` here; tests and the demo build their own with
+:func:`create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
+
+import worker.tasks  # noqa: F401  (registers kling.init_selection on every app)
+from producers.broker import job_queue, transport_options, warn_embedded_broker
+from producers.names import JOB_QUEUE, TASK_NAME
+from producers.settings import Settings
+from worker.runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+#: The pool ``celery -A worker worker`` uses with no options. Threads: the work is one blocking
+#: HTTP call per job, and unlike gevent the pool can be chosen in configuration (README, "Pool").
+DEFAULT_POOL = "threads"
+
+
+class WorkerApp(Celery):  # type: ignore[misc]
+    """A Celery app that carries its settings and builds the per-process resources lazily."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__("worker", set_as_current=False)
+        self.settings = settings
+        self._runtime: Runtime | None = None
+        self._runtime_lock = threading.Lock()
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            with self._runtime_lock:
+                if self._runtime is None:
+                    self._runtime = Runtime.build(self.settings)
+        return self._runtime
+
+    def close_runtime(self) -> None:
+        with self._runtime_lock:
+            if self._runtime is not None:
+                self._runtime.close()
+                self._runtime = None
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery settings for this workload: JSON only, late acks, long I/O, task events on."""
+    return {
+        "broker_url": settings.broker_url,
+        "broker_transport_options": transport_options(settings),
+        "broker_connection_retry_on_startup": True,
+        # Keep reconnecting for as long as it takes: a broker restart must not need a person.
+        "broker_connection_max_retries": None,
+        "broker_pool_limit": settings.worker_concurrency + 16,
+        "accept_content": ["json"],
+        "task_serializer": "json",
+        "result_accept_content": ["json"],
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
+        "worker_pool": DEFAULT_POOL,
+        "worker_concurrency": settings.worker_concurrency,
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_queues": [job_queue()],
+        "task_default_queue": JOB_QUEUE,
+        "task_create_missing_queues": False,
+        "task_routes": {TASK_NAME: {"queue": JOB_QUEUE}},
+        "worker_hijack_root_logger": False,
+        "enable_utc": True,
+    }
+
+
+def create_app(settings: Settings | None = None) -> WorkerApp:
+    settings = settings or Settings()
+    app = WorkerApp(settings)
+    app.config_from_object(celery_config(settings))
+    return app
+
+
+def _on_worker_ready(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if isinstance(app, WorkerApp) and app.settings.uses_embedded_broker:
+        warn_embedded_broker(app.settings)
+
+
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if isinstance(app, WorkerApp):
+        app.close_runtime()
+
+
+worker_ready.connect(_on_worker_ready, weak=False)
+worker_shutdown.connect(_on_worker_shutdown, weak=False)
+
+app = create_app()

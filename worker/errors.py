@@ -1,0 +1,119 @@
+"""The worker's own error hierarchy; every third-party error is translated into it at the boundary.
+
+::
+
+    KlingWorkerError
+    ├── JobFailure                  terminal: the job fails with ``error.type`` = ``error_type``
+    │   ├── InvalidJob              invalid_job
+    │   ├── SourceNotFound          source_not_found
+    │   ├── VideoRejected           video_rejected
+    │   ├── RequestRejected         request_rejected
+    │   ├── AuthFailed              auth_failed
+    │   │   └── TokenNotAccepted    auth_failed, but worth one retry after re-signing the JWT
+    │   ├── AccountBlocked          account_blocked
+    │   ├── BadGatewayAnswer        bad_gateway_answer
+    │   └── UpstreamUnavailable     upstream_unavailable: a retryable failure past the budget
+    └── RetryableError              try again after a backoff
+        ├── UpstreamBusy            rate and parallel-task limits (1302, 1303, gateway 429)
+        └── UpstreamDown            5xx, timeouts, dropped connections, S3 unreachable
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from producers.results import ErrorType, ResultError
+
+
+class KlingWorkerError(Exception):
+    """Root of every error the worker raises on purpose."""
+
+    def __init__(
+        self, message: str, *, api_code: int | None = None, http_status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.api_code = api_code
+        self.http_status = http_status
+
+
+class JobFailure(KlingWorkerError):
+    """Raised when a job has reached a terminal failure; ``error_type`` names it in the result."""
+
+    error_type: ClassVar[ErrorType]
+    retryable: ClassVar[bool] = False
+
+    def to_result_error(self) -> ResultError:
+        return ResultError(
+            type=self.error_type,
+            message=self.message,
+            retryable=self.retryable,
+            api_code=self.api_code,
+            http_status=self.http_status,
+        )
+
+
+class InvalidJob(JobFailure):
+    """Raised when the message breaks the job contract."""
+
+    error_type = "invalid_job"
+
+
+class SourceNotFound(JobFailure):
+    """Raised when the S3 object is missing or unreadable with the worker's credentials."""
+
+    error_type = "source_not_found"
+
+
+class VideoRejected(JobFailure):
+    """Raised when the clip breaks the API's clip rules (``data.status`` ≠ 0)."""
+
+    error_type = "video_rejected"
+
+
+class RequestRejected(JobFailure):
+    """Raised when the API refuses the request as invalid."""
+
+    error_type = "request_rejected"
+
+
+class AuthFailed(JobFailure):
+    """Raised when the API refuses our credentials or access."""
+
+    error_type = "auth_failed"
+
+
+class TokenNotAccepted(AuthFailed):
+    """Raised on 1003/1004: the JWT was not yet or no longer valid; re-sign and try once more."""
+
+
+class AccountBlocked(JobFailure):
+    """Raised when billing or account state blocks every call."""
+
+    error_type = "account_blocked"
+
+
+class BadGatewayAnswer(JobFailure):
+    """Raised when a non-5xx answer is not the API's JSON contract: a configuration error."""
+
+    error_type = "bad_gateway_answer"
+
+
+class UpstreamUnavailable(JobFailure):
+    """Raised when retryable failures outlast the retry budget."""
+
+    error_type = "upstream_unavailable"
+    # The job failed for good, but the caller may well submit it again later.
+    retryable = True
+
+
+class RetryableError(KlingWorkerError):
+    """Raised when the same attempt may succeed after a backoff."""
+
+
+class UpstreamBusy(RetryableError):
+    """Raised on rate or parallel-task limits: the fleet should slow down."""
+
+
+class UpstreamDown(RetryableError):
+    """Raised on 5xx answers, timeouts and connection failures."""

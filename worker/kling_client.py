@@ -1,0 +1,84 @@
+"""The one HTTP call: init-selection, on a pooled ``requests`` session."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from producers.settings import Settings
+from worker.answers import OpenedSession, read_answer
+from worker.auth import Credentials, credentials_from
+from worker.errors import TokenNotAccepted, UpstreamDown
+
+logger = logging.getLogger(__name__)
+
+#: Path of init-selection below ``KLING_API_BASE_URL``.
+INIT_SELECTION_PATH = "/v1/videos/multi-elements/init-selection"
+
+
+class KlingClient:
+    """Opens editing sessions; thread-safe, one per worker process."""
+
+    def __init__(
+        self, *, base_url: str, credentials: Credentials, timeout_s: float, pool_size: int
+    ) -> None:
+        self.endpoint = base_url.rstrip("/") + INIT_SELECTION_PATH
+        self._credentials = credentials
+        self._timeout_s = timeout_s
+        self._session = requests.Session()
+        # No proxy scan of the environment on every call (calibration trap 4).
+        self._session.trust_env = False
+        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
+        self._session.mount("https://", adapter)
+        self._session.mount("http://", adapter)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> KlingClient:
+        return cls(
+            base_url=settings.kling_api_base_url,
+            credentials=credentials_from(settings),
+            timeout_s=settings.kling_timeout_seconds,
+            pool_size=settings.worker_concurrency,
+        )
+
+    def init_selection(self, body: dict[str, Any]) -> OpenedSession:
+        """Open a session for ``body``; raises the typed error the answer means.
+
+        A JWT refused as not yet or no longer valid (1003/1004) is re-signed and sent once more.
+        """
+        try:
+            return self._post(body)
+        except TokenNotAccepted:
+            if not self._credentials.renew():
+                raise
+            logger.info("Kling refused the JWT as expired or not yet valid; re-signed, retrying.")
+            return self._post(body)
+
+    def close(self) -> None:
+        self._session.close()
+
+    def _post(self, body: dict[str, Any]) -> OpenedSession:
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        authorization = self._credentials.authorization()
+        if authorization:
+            headers["Authorization"] = authorization
+        try:
+            response = self._session.post(
+                self.endpoint,
+                data=json.dumps(body).encode(),
+                headers=headers,
+                timeout=self._timeout_s,
+                # A redirect means a wrong base URL: report it rather than follow it.
+                allow_redirects=False,
+            )
+        except requests.Timeout as exc:
+            raise UpstreamDown(f"no answer within {self._timeout_s:g} s") from exc
+        except requests.RequestException as exc:
+            raise UpstreamDown(f"connection to the API failed: {type(exc).__name__}") from exc
+        return read_answer(
+            response.status_code, response.headers.get("Content-Type", ""), response.content
+        )

@@ -1,0 +1,148 @@
+"""The work of one job, free of Celery: resolve the source, call the API, build the result.
+
+Retryable failures are retried here, in the same task run, with backoff; the job's message stays
+unacknowledged meanwhile, so a crash hands the whole job to another worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from producers.jobs import MAX_METADATA_BYTES, Job
+from producers.redaction import redact_raw_source, redact_source
+from producers.results import Result, ResultError
+from worker.answers import OpenedSession
+from worker.backoff import Backoff
+from worker.errors import InvalidJob, JobFailure, RetryableError, UpstreamUnavailable
+from worker.kling_client import KlingClient
+from worker.sources import SourceResolver
+
+logger = logging.getLogger(__name__)
+
+#: How long an editing session stays usable after init-selection (kling-api.md).
+SESSION_LIFETIME = timedelta(hours=24)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Pipeline:
+    """Turns a parsed job into its terminal :class:`Result`; a job's own failure is a result too."""
+
+    resolver: SourceResolver
+    client: KlingClient
+    backoff: Backoff
+    max_attempts: int
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    def run(self, job: Job, *, received_at: datetime | None = None) -> Result:
+        attempts = 0
+        try:
+            while True:
+                attempts += 1
+                try:
+                    opened = self.client.init_selection(self.resolver.request_body(job.source))
+                    return succeeded(job, opened, attempts=attempts, received_at=received_at)
+                except RetryableError as exc:
+                    if attempts >= self.max_attempts:
+                        raise UpstreamUnavailable(
+                            f"still failing after {attempts} attempts: {exc.message}",
+                            api_code=exc.api_code,
+                            http_status=exc.http_status,
+                        ) from exc
+                    delay = self.backoff.delay(attempts)
+                    logger.warning(
+                        "Job %s attempt %d failed (%s); retrying in %.2f s.",
+                        job.job_id,
+                        attempts,
+                        exc.message,
+                        delay,
+                    )
+                    self.sleep(delay)
+        except JobFailure as exc:
+            return failed(
+                job.job_id,
+                exc.to_result_error(),
+                source=redact_source(job.source),
+                metadata=job.metadata,
+                attempts=attempts,
+                submitted_at=job.submitted_at or received_at,
+            )
+
+
+def succeeded(
+    job: Job, opened: OpenedSession, *, attempts: int, received_at: datetime | None
+) -> Result:
+    completed_at = utcnow()
+    return Result(
+        job_id=job.job_id,
+        status="succeeded",
+        session_id=opened.session_id,
+        session_expires_at=completed_at + SESSION_LIFETIME,
+        source=redact_source(job.source),
+        metadata=job.metadata,
+        video=opened.video,
+        kling_request_id=opened.request_id,
+        error=None,
+        attempts=attempts,
+        submitted_at=job.submitted_at or received_at,
+        completed_at=completed_at,
+    )
+
+
+def failed(
+    job_id: str,
+    error: ResultError,
+    *,
+    source: Any,
+    metadata: dict[str, Any],
+    attempts: int,
+    submitted_at: datetime | None,
+) -> Result:
+    return Result(
+        job_id=job_id,
+        status="failed",
+        session_id=None,
+        session_expires_at=None,
+        source=source,
+        metadata=metadata,
+        video=None,
+        kling_request_id=None,
+        error=error,
+        attempts=attempts,
+        submitted_at=submitted_at,
+        completed_at=utcnow(),
+    )
+
+
+def invalid_job_result(job_id: str, raw: object, reason: str, *, received_at: datetime) -> Result:
+    """The ``invalid_job`` result for a message that names a job but breaks the contract.
+
+    The echo keeps what the caller sent where it is the right shape, so they can match it up.
+    """
+    raw_dict = raw if isinstance(raw, dict) else {}
+    source = raw_dict.get("source")
+    metadata = raw_dict.get("metadata")
+    return failed(
+        job_id,
+        InvalidJob(reason).to_result_error(),
+        source=redact_raw_source(source) if isinstance(source, dict) else None,
+        metadata=metadata if isinstance(metadata, dict) and _small(metadata) else {},
+        attempts=0,
+        submitted_at=received_at,
+    )
+
+
+def _small(metadata: dict[str, Any]) -> bool:
+    try:
+        return len(json.dumps(metadata).encode()) <= MAX_METADATA_BYTES
+    except (TypeError, ValueError):
+        return False

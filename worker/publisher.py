@@ -1,0 +1,56 @@
+"""Publishing terminal results to the ``kling.results`` topic exchange through a producer pool."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kombu.connection import Connection
+from kombu.pools import ProducerPool
+
+from producers.broker import RESULTS_EXCHANGE, result_queue
+from producers.names import result_routing_key
+from producers.results import Result
+
+logger = logging.getLogger(__name__)
+
+#: How hard one publish tries before the task gives the message back to the broker.
+PUBLISH_RETRY_POLICY: dict[str, Any] = {
+    "max_retries": 5,
+    "interval_start": 0.2,
+    "interval_step": 0.5,
+    "interval_max": 2.0,
+}
+
+
+class ResultPublisher:
+    """Thread-safe: each publish borrows a producer (and its connection) from the pool."""
+
+    def __init__(self, connection: Connection, *, pool_size: int) -> None:
+        self._connection = connection
+        self._connections = connection.Pool(limit=pool_size)
+        self._producers = ProducerPool(self._connections, limit=pool_size)
+        # Declared with the first publish on each connection, so no result is dropped for want
+        # of a bound queue (kombu remembers what it has declared).
+        self._declare = [result_queue()]
+
+    def publish(self, result: Result) -> None:
+        """Publish ``result`` persistently; raises if the broker does not take it."""
+        with self._producers.acquire(block=True) as producer:
+            producer.publish(
+                result.to_json(),
+                exchange=RESULTS_EXCHANGE,
+                routing_key=result_routing_key(result.status),
+                content_type="application/json",
+                content_encoding="utf-8",
+                delivery_mode=2,
+                correlation_id=result.job_id,
+                declare=self._declare,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )
+
+    def close(self) -> None:
+        self._producers.force_close_all()
+        self._connections.force_close_all()
+        self._connection.release()

@@ -29,8 +29,8 @@ def iter_results(
 ) -> Iterator[Result]:
     """Yield results from ``queue`` (declared and bound to ``kling.results`` if new).
 
-    Each message is acknowledged once the caller asks for the next one, so a result the caller
-    did not finish with is delivered again. Stops after ``max_results``, or, unless ``follow``,
+    Each message is acknowledged once the caller asks for the next one or stops iterating; a
+    result whose consumer dies before then is delivered again. Stops after ``max_results``, or, unless ``follow``,
     once no result has come for ``idle_timeout_s``.
     """
     settings = settings or Settings()
@@ -51,7 +51,12 @@ def iter_results(
                     logger.error("Dropping a message on %s that is not a result: %s", queue, exc)
                     message.reject(requeue=False)
                     continue
-                yield result
+                try:
+                    yield result
+                except GeneratorExit:
+                    # The caller had the result and stopped: it is theirs, not to be sent again.
+                    message.ack()
+                    raise
                 message.ack()
                 delivered += 1
         finally:

@@ -75,7 +75,9 @@ class VideoUrl(_Frozen):
     @classmethod
     def _absolute_web_url(cls, url: str, info: ValidationInfo) -> str:
         parts = urlsplit(url)
-        allow_http = bool(info.context and info.context.get("allow_http"))
+        # Built directly, a source takes any web URL; :func:`parse_job` (which every producer
+        # and worker goes through) applies ALLOW_HTTP_VIDEO_URLS.
+        allow_http = info.context is None or bool(info.context.get("allow_http"))
         allowed = ("https", "http") if allow_http else ("https",)
         if parts.scheme not in allowed or not parts.hostname:
             hint = "" if allow_http else " (http needs ALLOW_HTTP_VIDEO_URLS)"

@@ -1,0 +1,167 @@
+"""``kling-jobs``: enqueue init-selection jobs, read their results, or run the local demo."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import IO, Any
+
+import click
+
+from producers.consume import iter_results
+from producers.jobs import InvalidJobError, Job, KlingVideo, S3Object, VideoUrl
+from producers.names import RESULT_QUEUE
+from producers.producer import Producer
+from producers.settings import Settings
+
+#: Exit status for input that breaks the contract (nothing was enqueued).
+EXIT_INVALID = 2
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Enqueue Kling init-selection jobs and read their results.
+
+    Settings come from the environment or a .env file: CELERY_BROKER_URL picks the broker
+    (unset: an embedded broker in ./.kling-broker, this machine only).
+    """
+
+
+@main.command()
+@click.option("--video-id", help="Id of a clip Kling generated (needs --task-id).")
+@click.option("--task-id", help="Id of the Kling task that generated --video-id.")
+@click.option("--s3", "s3_uri", metavar="s3://BUCKET/KEY", help="An S3 object the worker presigns.")
+@click.option("--url", "video_url", metavar="URL", help="A hosted MP4/MOV clip (https).")
+@click.option(
+    "--file",
+    "jobs_file",
+    type=click.File("r", encoding="utf-8"),
+    help="JSON lines, one job object each ('-' for stdin); all are checked before any is sent.",
+)
+@click.option("--job-id", help="Your idempotency key (default: a new UUID4).")
+@click.option("--metadata", metavar="JSON", help="A JSON object returned untouched in the result.")
+def submit(
+    video_id: str | None,
+    task_id: str | None,
+    s3_uri: str | None,
+    video_url: str | None,
+    jobs_file: IO[str] | None,
+    job_id: str | None,
+    metadata: str | None,
+) -> None:
+    """Enqueue one job (or a file of jobs) and print each job_id.
+
+    \b
+    One job, from exactly one source:
+      kling-jobs submit --video-id VID --task-id TID
+      kling-jobs submit --s3 s3://uploads/clips/a.mp4 --metadata '{"upload_id": 42}'
+      kling-jobs submit --url https://cdn.example.com/a.mp4 --job-id upl-42
+    Many jobs, one JSON object a line:
+      kling-jobs submit --file jobs.jsonl
+    """
+    settings = Settings()
+    chosen = [
+        name for name, value in _source_flags(video_id, s3_uri, video_url, jobs_file) if value
+    ]
+    if len(chosen) != 1:
+        _fail("give exactly one of --video-id/--task-id, --s3, --url or --file")
+    if jobs_file is not None:
+        if job_id or metadata:
+            _fail("--job-id and --metadata go with a single job; put them in the file's lines")
+        _submit_file(settings, jobs_file)
+        return
+    try:
+        source = _single_source(video_id, task_id, s3_uri, video_url)
+        parsed_metadata = _metadata(metadata)
+        with Producer(settings) as producer:
+            click.echo(producer.submit(source, job_id=job_id, metadata=parsed_metadata))
+    except (InvalidJobError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@main.command()
+@click.option("--follow", is_flag=True, help="Keep waiting for new results (Ctrl-C to stop).")
+@click.option("--max", "max_results", type=click.IntRange(min=1), help="Stop after N results.")
+@click.option(
+    "--queue",
+    default=RESULT_QUEUE,
+    show_default=True,
+    help="Result queue to consume (declared and bound to kling.results if new).",
+)
+def results(follow: bool, max_results: int | None, queue: str) -> None:
+    """Consume results and print each as one JSON line.
+
+    Without --follow, stops once the queue stays empty for two seconds. A result is
+    acknowledged (removed from the queue) once printed.
+    """
+    try:
+        for result in iter_results(Settings(), queue=queue, max_results=max_results, follow=follow):
+            click.echo(result.to_json())
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command()
+@click.option("--jobs", "job_count", default=6, show_default=True, help="Valid jobs to submit.")
+@click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds to wait.")
+def demo(job_count: int, timeout_s: float) -> None:
+    """Run the whole pipeline on this machine with nothing configured.
+
+    Starts the API simulator, a local S3 server with sample clips, the embedded broker and a
+    worker; submits Kling, S3 and URL jobs plus one invalid job; prints each result.
+    """
+    from producers.demo import run_demo  # the demo needs the [demo] extra; import it late
+
+    sys.exit(run_demo(job_count=job_count, timeout_s=timeout_s))
+
+
+def _single_source(
+    video_id: str | None, task_id: str | None, s3_uri: str | None, video_url: str | None
+) -> KlingVideo | S3Object | VideoUrl:
+    if video_id:
+        if not task_id:
+            raise InvalidJobError("--video-id needs --task-id (the Kling generation task)")
+        return KlingVideo(video_id=video_id, task_id=task_id)
+    if task_id:
+        raise InvalidJobError("--task-id goes with --video-id")
+    if s3_uri:
+        return S3Object.from_uri(s3_uri)
+    assert video_url is not None
+    return VideoUrl(video_url=video_url)
+
+
+def _metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidJobError(f"--metadata is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidJobError("--metadata must be a JSON object")
+    return value
+
+
+def _submit_file(settings: Settings, lines: IO[str]) -> None:
+    """Validate every line, report each bad one with its number, and enqueue only if all pass."""
+    with Producer(settings) as producer:
+        jobs: list[Job] = []
+        problems: list[str] = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                jobs.append(producer.prepare(json.loads(line), number))
+            except ValueError as exc:  # InvalidJobError and JSON errors alike
+                problems.append(f"line {number}: {str(exc).removeprefix(f'job {number}: ')}")
+        if problems:
+            for problem in problems:
+                click.echo(problem, err=True)
+            _fail(f"{len(problems)} invalid line(s); nothing was enqueued")
+        for job_id in producer.submit_many(jobs):
+            click.echo(job_id)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"kling-jobs: {message}", err=True)
+    sys.exit(EXIT_INVALID)

@@ -1,0 +1,108 @@
+"""A whole pipeline for integration tests: a real worker (in a thread) on a real broker, the
+simulator over HTTP, S3 over HTTP, a real producer and a real result consumer."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from celery.contrib.testing.worker import start_worker
+from pydantic import SecretStr
+
+from producers import KlingVideo, Producer, Result, S3Object, VideoUrl, iter_results
+from producers.broker import connect, dead_letter_queue, job_queue, result_queue
+from producers.names import TASK_NAME
+from producers.settings import Settings
+from simulator.testing import RunningSimulator
+from worker.app import WorkerApp, create_app
+
+#: Worker threads of the in-test worker.
+TEST_CONCURRENCY = 8
+
+
+def stack_settings(
+    broker_url: str | None, sim: RunningSimulator, s3_endpoint: str, api_key: str, **overrides: Any
+) -> Settings:
+    values: dict[str, Any] = {
+        "celery_broker_url": broker_url,
+        "kling_api_base_url": f"{sim.base_url}/kling",
+        "kling_api_key": SecretStr(api_key),
+        "kling_timeout_seconds": 5.0,
+        "kling_max_attempts": 4,
+        "kling_backoff_base_seconds": 0.01,
+        "kling_backoff_max_seconds": 0.05,
+        "s3_endpoint_url": s3_endpoint,
+        "allow_http_video_urls": True,
+        "worker_concurrency": TEST_CONCURRENCY,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def purge_queues(settings: Settings) -> None:
+    with connect(settings) as connection:
+        channel = connection.default_channel
+        for queue in (job_queue(), result_queue(), dead_letter_queue()):
+            bound = queue(channel)
+            bound.declare()
+            bound.purge()
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    app: WorkerApp
+    sim: RunningSimulator
+
+    def submit(
+        self, source: KlingVideo | S3Object | VideoUrl, metadata: dict[str, Any] | None = None
+    ) -> str:
+        with Producer(self.settings) as producer:
+            return producer.submit(source, metadata=metadata)
+
+    def send_raw_task(self, task_id: str, **kwargs: Any) -> None:
+        """Send a task message the way a careless producer would, skipping our validation."""
+        self.app.send_task(TASK_NAME, kwargs=kwargs, task_id=task_id)
+
+    def results(self, job_ids: list[str], timeout_s: float = 30.0) -> dict[str, Result]:
+        """Consume results until every job has one; fails on a missing or a doubled result."""
+        seen: Counter[str] = Counter()
+        found: dict[str, Result] = {}
+        deadline = time.monotonic() + timeout_s
+        while set(job_ids) - set(found) and time.monotonic() < deadline:
+            for result in iter_results(self.settings, idle_timeout_s=0.5):
+                seen[result.job_id] += 1
+                found[result.job_id] = result
+                if not set(job_ids) - set(found):
+                    break
+        missing = set(job_ids) - set(found)
+        assert not missing, f"no result within {timeout_s} s for {sorted(missing)}"
+        # Anything arriving a little later would be a second result for one job.
+        for result in iter_results(self.settings, idle_timeout_s=0.3):
+            seen[result.job_id] += 1
+        doubled = {job_id: n for job_id, n in seen.items() if n > 1}
+        assert not doubled, f"more than one result for {doubled}"
+        return {job_id: found[job_id] for job_id in job_ids}
+
+    def result(self, job_id: str, timeout_s: float = 30.0) -> Result:
+        return self.results([job_id], timeout_s)[job_id]
+
+
+@contextmanager
+def running_stack(settings: Settings, sim: RunningSimulator) -> Iterator[Stack]:
+    purge_queues(settings)
+    app = create_app(settings)
+    with start_worker(
+        app,
+        pool="threads",
+        concurrency=TEST_CONCURRENCY,
+        perform_ping_check=False,
+        shutdown_timeout=30.0,
+        loglevel="WARNING",
+    ):
+        yield Stack(settings=settings, app=app, sim=sim)
+    app.close_runtime()

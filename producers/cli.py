@@ -60,10 +60,8 @@ def submit(
       kling-jobs submit --file jobs.jsonl
     """
     settings = Settings()
-    chosen = [
-        name for name, value in _source_flags(video_id, s3_uri, video_url, jobs_file) if value
-    ]
-    if len(chosen) != 1:
+    given = [value for value in (video_id or task_id, s3_uri, video_url, jobs_file) if value]
+    if len(given) != 1:
         _fail("give exactly one of --video-id/--task-id, --s3, --url or --file")
     if jobs_file is not None:
         if job_id or metadata:
@@ -102,9 +100,8 @@ def results(follow: bool, max_results: int | None, queue: str) -> None:
 
 
 @main.command()
-@click.option("--jobs", "job_count", default=6, show_default=True, help="Valid jobs to submit.")
 @click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds to wait.")
-def demo(job_count: int, timeout_s: float) -> None:
+def demo(timeout_s: float) -> None:
     """Run the whole pipeline on this machine with nothing configured.
 
     Starts the API simulator, a local S3 server with sample clips, the embedded broker and a
@@ -112,7 +109,7 @@ def demo(job_count: int, timeout_s: float) -> None:
     """
     from producers.demo import run_demo  # the demo needs the [demo] extra; import it late
 
-    sys.exit(run_demo(job_count=job_count, timeout_s=timeout_s))
+    sys.exit(run_demo(timeout_s=timeout_s))
 
 
 def _single_source(

@@ -30,8 +30,8 @@ def iter_results(
     """Yield results from ``queue`` (declared and bound to ``kling.results`` if new).
 
     Each message is acknowledged once the caller asks for the next one or stops iterating; a
-    result whose consumer dies before then is delivered again. Stops after ``max_results``, or, unless ``follow``,
-    once no result has come for ``idle_timeout_s``.
+    result whose consumer dies before then is delivered again. Stops after ``max_results``,
+    or, unless ``follow``, once no result has come for ``idle_timeout_s``.
     """
     settings = settings or Settings()
     delivered = 0

@@ -8,6 +8,7 @@ these models; workers parse incoming jobs with :func:`parse_job`, which raises
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -27,6 +28,8 @@ from pydantic import (
 MAX_METADATA_BYTES = 16 * 1024
 #: Characters a ``job_id`` may hold (1-128 of them).
 JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+_HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?)$")
 
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
@@ -59,10 +62,14 @@ class S3Object(_Frozen):
     @classmethod
     def from_uri(cls, uri: str) -> S3Object:
         """``s3://bucket/key`` → :class:`S3Object`."""
-        parts = urlsplit(uri)
-        if parts.scheme != "s3" or not parts.netloc or len(parts.path) < 2:
+        # Split by hand: S3 keys may hold '?' and '#', which a URL parser would cut off.
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        if not uri.startswith("s3://") or not bucket or not key:
             raise InvalidJobError(f"expected s3://BUCKET/KEY, got {uri!r}")
-        return cls(bucket=parts.netloc, key=parts.path[1:])
+        try:
+            return cls(bucket=bucket, key=key)
+        except ValueError as exc:
+            raise InvalidJobError(f"{uri!r} is not a valid S3 object: {exc}") from None
 
 
 class VideoUrl(_Frozen):
@@ -82,6 +89,12 @@ class VideoUrl(_Frozen):
         if parts.scheme not in allowed or not parts.hostname:
             hint = "" if allow_http else " (http needs ALLOW_HTTP_VIDEO_URLS)"
             raise ValueError(f"video_url must be an absolute {' or '.join(allowed)} URL{hint}")
+        try:
+            parts.port  # noqa: B018 - raises on a port that cannot exist
+        except ValueError:
+            raise ValueError("video_url has an impossible port") from None
+        if not _HOST.match(parts.hostname):
+            raise ValueError(f"video_url host {parts.hostname!r} is not a valid host name")
         return url
 
 
@@ -99,7 +112,7 @@ class Job(_Frozen):
     @field_validator("metadata")
     @classmethod
     def _metadata_fits(cls, metadata: dict[str, Any]) -> dict[str, Any]:
-        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+        size = metadata_size(metadata)
         if size > MAX_METADATA_BYTES:
             raise ValueError(
                 f"metadata is {size} bytes serialized; the limit is {MAX_METADATA_BYTES}"
@@ -116,6 +129,11 @@ class Job(_Frozen):
     def to_wire(self) -> dict[str, Any]:
         """The JSON object a producer sends as the task's ``job`` keyword."""
         return self.model_dump(mode="json")
+
+
+def metadata_size(metadata: dict[str, Any]) -> int:
+    """Bytes of ``metadata`` as compact UTF-8 JSON: the measure of the 16 KiB limit."""
+    return len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def new_job_id() -> str:

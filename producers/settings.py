@@ -22,15 +22,17 @@ class Settings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", frozen=True
     )
 
+    # URLs may carry a password: kept out of repr (Celery masks it in its own banner).
     celery_broker_url: str | None = Field(
         default=None,
+        repr=False,
         description="amqp://… or redis://…; unset means the embedded single-machine broker.",
     )
     embedded_broker_dir: Path = Field(
         default=DEFAULT_EMBEDDED_BROKER_DIR,
         description="Folder of the embedded filesystem broker (only when no broker URL is set).",
     )
-    redis_url: str | None = None
+    redis_url: str | None = Field(default=None, repr=False)
 
     kling_api_base_url: str = "https://api.cometapi.com/kling"
     kling_api_key: SecretStr | None = None
@@ -41,7 +43,8 @@ class Settings(BaseSettings):
     kling_max_rate: float | None = Field(default=None, gt=0)
     #: Attempts in all (first call included) before ``upstream_unavailable``.
     kling_max_attempts: int = Field(default=5, ge=1)
-    kling_backoff_base_seconds: float = Field(default=1.0, ge=0)
+    #: First retry waits 1-2 s: Kling asks at least 1 s after 1303 (parallel-task limit).
+    kling_backoff_base_seconds: float = Field(default=2.0, ge=0)
     kling_backoff_max_seconds: float = Field(default=30.0, ge=0)
 
     s3_endpoint_url: str | None = None
@@ -58,7 +61,7 @@ class Settings(BaseSettings):
     @property
     def broker_url(self) -> str:
         """The URL Celery and kombu connect with (``filesystem://`` for the embedded broker)."""
-        return self.celery_broker_url or "filesystem://"
+        return self.celery_broker_url or "filesystem://localhost/"
 
     @property
     def broker_is_redis(self) -> bool:

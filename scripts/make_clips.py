@@ -14,7 +14,7 @@ import av
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simulator.samples import CLIPS_DIR, SAMPLE_CLIPS, SampleClip  # noqa: E402
+from simulator.samples import CLIPS_DIR, SAMPLE_CLIPS, SampleClip
 
 #: The colour bars, RGBA.
 BARS = (
@@ -44,10 +44,14 @@ def make_clip(clip: SampleClip, directory: Path) -> Path:
     if clip.container is None:
         path.write_text("This is a text file, not a video.\n", encoding="utf-8")
         return path
-    assert clip.width and clip.height and clip.fps and clip.duration_s
+    assert clip.width is not None
+    assert clip.height is not None
+    assert clip.fps is not None
+    assert clip.duration_s is not None
     fmt = "mov" if clip.container == "mov" else "mp4"
     with av.open(str(path), mode="w", format=fmt) as output:
         stream = output.add_stream(_codec(), rate=Fraction(clip.fps))
+        assert isinstance(stream, av.VideoStream)
         stream.width = clip.width
         stream.height = clip.height
         stream.pix_fmt = "yuv420p"

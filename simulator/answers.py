@@ -88,7 +88,9 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def kling(code: int, message: str | None = None, data: dict[str, Any] | None = None) -> web.Response:
+def kling(
+    code: int, message: str | None = None, data: dict[str, Any] | None = None
+) -> web.Response:
     """A Kling envelope with the HTTP status the error table gives `code`."""
     body = {
         "code": code,
@@ -107,8 +109,12 @@ def comet(status: int, code: str | None = None) -> web.Response:
     """A CometAPI gateway error: its own envelope, not Kling's."""
     error_code = code if code is not None else COMET_DEFAULT_CODES.get(status, "upstream_error")
     message = f"simulated CometAPI gateway error {status} (request id: {new_request_id()})"
-    body = {"error": {"message": message, "type": "comet_api_error", "param": "", "code": error_code}}
-    return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
+    body = {
+        "error": {"message": message, "type": "comet_api_error", "param": "", "code": error_code}
+    }
+    return web.Response(
+        status=status, body=json.dumps(body).encode(), content_type="application/json"
+    )
 
 
 def html() -> web.Response:

@@ -134,7 +134,9 @@ def _gateway_fault(action: Action, request: web.Request) -> Handled | None:
     kind = action.kind
     if kind == "comet":
         assert action.status is not None
-        return Handled(answers.comet(action.status, action.comet_code), "fault", f"http:{action.status}")
+        return Handled(
+            answers.comet(action.status, action.comet_code), "fault", f"http:{action.status}"
+        )
     if kind == "html":
         return Handled(answers.html(), "fault", "http:200")
     if kind == "redirect":
@@ -146,7 +148,9 @@ def _gateway_fault(action: Action, request: web.Request) -> Handled | None:
     return None
 
 
-async def _resolve(state: SimState, selection: InitSelection) -> tuple[ClipFacts | None, Rejection | None]:
+async def _resolve(
+    state: SimState, selection: InitSelection
+) -> tuple[ClipFacts | None, Rejection | None]:
     """The clip's facts and the rule it breaks, or RequestRejected for an unusable input."""
     if selection.video_url is not None:
         try:

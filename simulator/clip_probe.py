@@ -150,7 +150,7 @@ def _read_bounded(response: requests.Response) -> bytes:
 
 
 def container_of(head: bytes) -> str:
-    """"mp4" or "mov" from the ISO BMFF `ftyp` brand; otherwise a short name of what it is."""
+    """ "mp4" or "mov" from the ISO BMFF `ftyp` brand; otherwise a short name of what it is."""
     if head[4:8] == b"ftyp":
         brand = head[8:12]
         if brand == b"qt  ":

@@ -132,7 +132,9 @@ class FaultConfig:
                 value = values.get(key)
                 if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
                     raise FaultConfigError(f"{key} must be an integer or null")
-            if any(isinstance(c, bool) or not isinstance(c, int) for c in values.get("fail_codes", ())):
+            if any(
+                isinstance(c, bool) or not isinstance(c, int) for c in values.get("fail_codes", ())
+            ):
                 raise FaultConfigError("fail_codes must be integers")
             return cls(**values)
         except TypeError as exc:
@@ -162,7 +164,11 @@ class FaultPlan:
     def next_call(self) -> tuple[Action, float]:
         """The action for the next call and its latency in seconds."""
         cfg = self.config
-        pick, code_pick, jitter = self._random.random(), self._random.random(), self._random.random()
+        pick, code_pick, jitter = (
+            self._random.random(),
+            self._random.random(),
+            self._random.random(),
+        )
         latency_s = (cfg.latency_ms + jitter * cfg.latency_jitter_ms) / 1000
         if self._script:
             return self._script.popleft(), latency_s

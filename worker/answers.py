@@ -96,6 +96,10 @@ def _kling_answer(http_status: int, payload: dict[str, Any]) -> OpenedSession:
     if not isinstance(data, dict):
         raise BadGatewayAnswer("code 0 answer without a 'data' object", http_status=http_status)
     status = data.get("status")
+    if not isinstance(status, int) or isinstance(status, bool):
+        raise BadGatewayAnswer(
+            "code 0 answer without an integer data.status", api_code=code, http_status=http_status
+        )
     if status != 0:
         reason = data.get("message") or data.get("msg") or message or "clip rejected"
         raise VideoRejected(

@@ -86,8 +86,11 @@ class KlingJwt:
 
 def credentials_from(settings: Settings) -> Credentials:
     """The bearer key when set, else the JWT scheme when both keys are set, else nothing."""
-    if settings.kling_api_key is not None:
-        return BearerKey(settings.kling_api_key.get_secret_value())
-    if settings.kling_access_key and settings.kling_secret_key is not None:
-        return KlingJwt(settings.kling_access_key, settings.kling_secret_key.get_secret_value())
+    api_key = settings.kling_api_key.get_secret_value() if settings.kling_api_key else ""
+    secret_key = settings.kling_secret_key.get_secret_value() if settings.kling_secret_key else ""
+    # An empty value (``KLING_API_KEY=`` in a .env template) counts as unset.
+    if api_key:
+        return BearerKey(api_key)
+    if settings.kling_access_key and secret_key:
+        return KlingJwt(settings.kling_access_key, secret_key)
     return NoCredentials()

@@ -13,7 +13,8 @@ class Backoff:
     ``c = min(max_s, base_s * 2**(n-1))``.
 
     The jitter spreads a burst of failed calls out so the fleet does not retry in lockstep; the
-    lower half keeps every wait long enough to relieve a rate limit (Kling asks >= 1 s on 1303).
+    lower half keeps every wait at least ``base_s / 2`` (settings default it so that is 1 s, the
+    least Kling asks after a 1303).
     """
 
     base_s: float

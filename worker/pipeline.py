@@ -6,7 +6,6 @@ unacknowledged meanwhile, so a crash hands the whole job to another worker.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producers.jobs import MAX_METADATA_BYTES, Job
+from producers.jobs import MAX_METADATA_BYTES, Job, metadata_size
 from producers.redaction import redact_raw_source, redact_source
 from producers.results import Result, ResultError
 from worker.answers import OpenedSession
@@ -143,6 +142,6 @@ def invalid_job_result(job_id: str, raw: object, reason: str, *, received_at: da
 
 def _small(metadata: dict[str, Any]) -> bool:
     try:
-        return len(json.dumps(metadata).encode()) <= MAX_METADATA_BYTES
+        return metadata_size(metadata) <= MAX_METADATA_BYTES
     except (TypeError, ValueError):
         return False

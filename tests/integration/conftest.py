@@ -5,8 +5,8 @@ from collections.abc import Iterator
 import pytest
 
 from simulator.testing import RunningSimulator
-from tests.services import API_KEY
 from tests.integration.stack import Stack, purge_queues, running_stack, stack_settings
+from tests.services import API_KEY
 
 
 @pytest.fixture(scope="session", params=["rabbitmq", "redis"])

@@ -40,7 +40,7 @@ def stack_settings(
         "worker_concurrency": TEST_CONCURRENCY,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 def purge_queues(settings: Settings) -> None:

@@ -1,4 +1,4 @@
-"""The pipeline end to end on RabbitMQ and on Redis: producer → worker → simulator → result queue."""
+"""The pipeline end to end, on RabbitMQ and on Redis: producer → worker → API → result queue."""
 
 from __future__ import annotations
 
@@ -24,11 +24,13 @@ def test_kling_video_job_opens_a_session_with_video_id_and_task_id(stack: Stack)
     result = stack.result(job_id)
 
     assert result.status == "succeeded", result.error
-    assert result.session_id and result.error is None
+    assert result.session_id
+    assert result.error is None
     assert result.metadata == {"upload_id": 42}
     assert result.source == KlingVideo(video_id="vid-42", task_id="task-42")
     assert result.session_expires_at == result.completed_at + timedelta(hours=24)
-    assert result.video is not None and result.video.duration_ms == 5000
+    assert result.video is not None
+    assert result.video.duration_ms == 5000
     (call,) = stack.sim.requests()
     assert call["body"] == {"video_id": "vid-42", "task_id": "task-42"}
     assert call["authorization"] == f"Bearer {API_KEY}"
@@ -63,7 +65,8 @@ def test_url_job_passes_the_url_through(stack: Stack, s3_endpoint: str) -> None:
 
     assert result.status == "succeeded", result.error
     assert stack.sim.requests()[0]["body"] == {"video_url": url}
-    assert result.video is not None and result.video.fps == SAMPLE_CLIPS["valid_mov"].fps
+    assert result.video is not None
+    assert result.video.fps == SAMPLE_CLIPS["valid_mov"].fps
 
 
 def test_missing_s3_object_fails_as_source_not_found_without_calling_the_api(
@@ -72,15 +75,18 @@ def test_missing_s3_object_fails_as_source_not_found_without_calling_the_api(
     result = stack.result(stack.submit(S3Object(bucket=SAMPLES_BUCKET, key="clips/nope.mp4")))
 
     assert result.status == "failed"
-    assert result.error is not None and result.error.type == "source_not_found"
-    assert result.session_id is None and result.video is None
+    assert result.error is not None
+    assert result.error.type == "source_not_found"
+    assert result.session_id is None
+    assert result.video is None
     assert stack.sim.stats()["calls"] == 0
 
 
 def test_clip_breaking_a_rule_fails_as_video_rejected(stack: Stack) -> None:
     result = stack.result(stack.submit(s3_clip("too_short")))
 
-    assert result.error is not None and result.error.type == "video_rejected"
+    assert result.error is not None
+    assert result.error.type == "video_rejected"
     assert result.error.retryable is False
     assert stack.sim.stats()["calls"] == 1
 
@@ -133,7 +139,8 @@ def test_retry_budget_ends_in_upstream_unavailable(stack: Stack) -> None:
 
     result = stack.result(stack.submit(s3_clip("valid_mp4")))
 
-    assert result.error is not None and result.error.type == "upstream_unavailable"
+    assert result.error is not None
+    assert result.error.type == "upstream_unavailable"
     assert result.error.retryable is True
     assert result.error.api_code == 5001
     assert result.attempts == attempts
@@ -172,7 +179,8 @@ def test_invalid_jobs_fail_as_invalid_job_without_calling_the_api(
     result = stack.result(job_id)
 
     assert result.status == "failed"
-    assert result.error is not None and result.error.type == "invalid_job"
+    assert result.error is not None
+    assert result.error.type == "invalid_job"
     assert result.attempts == 0
     assert stack.sim.stats()["calls"] == 0
 
@@ -182,7 +190,8 @@ def test_a_job_under_a_bad_job_id_fails_under_the_task_id(stack: Stack) -> None:
 
     result = stack.result("task-7")
 
-    assert result.error is not None and result.error.type == "invalid_job"
+    assert result.error is not None
+    assert result.error.type == "invalid_job"
     assert "job_id" in result.error.message
 
 

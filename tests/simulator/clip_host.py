@@ -1,0 +1,111 @@
+"""A local clip host for the simulator tests.
+
+It is a real HTTP server in a thread that serves the sample clips with Range support
+(like S3), the same clips without it, an S3-style 403 for expired signatures, and 404s.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from simulator.samples import CLIPS_DIR, sample_clip_path
+
+#: An S3 answer to a presigned URL whose signature expired.
+EXPIRED_XML = (
+    b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+    b"<Message>Request has expired</Message></Error>"
+)
+#: A valid clip padded with a 3 MiB `free` box: ranged reads must not fetch the padding.
+PADDED_NAME = "padded_valid.mp4"
+PADDING_BYTES = 3 * 1024 * 1024
+
+
+@dataclass
+class ClipHost:
+    """The running clip host: where it is and what it was asked for."""
+
+    base_url: str
+    files: dict[str, bytes]
+    served: list[tuple[str, str | None, int, int]] = field(default_factory=list)
+
+    def url(self, name: str, *, ranged: bool = True, query: str = "") -> str:
+        """URL of sample clip `name` (a SAMPLE_CLIPS key), optionally without Range support."""
+        filename = name if name == PADDED_NAME else sample_clip_path(name).name
+        prefix = "clips" if ranged else "norange"
+        return f"{self.base_url}/{prefix}/{filename}" + (f"?{query}" if query else "")
+
+    def bytes_served(self, filename: str) -> int:
+        """Body bytes sent for `filename` so far."""
+        return sum(size for path, _, _, size in self.served if path.endswith(filename))
+
+
+def _make_handler(host: ClipHost) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            """Quiet: the tests read `host.served` instead."""
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            host.served.append((self.path, self.headers.get("Range"), status, len(body)))
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            parts = path.strip("/").split("/")
+            if parts[0] == "expired":
+                self._send(403, EXPIRED_XML, {"Content-Type": "application/xml"})
+                return
+            data = host.files.get(parts[-1]) if len(parts) == 2 else None
+            if data is None or parts[0] not in ("clips", "norange"):
+                self._send(404, b"not found", {"Content-Type": "text/plain"})
+                return
+            headers = {"Content-Type": "video/mp4", "Accept-Ranges": "bytes"}
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+            if parts[0] == "norange" or match is None:
+                headers.pop("Accept-Ranges")
+                self._send(200, data, headers)
+                return
+            start = int(match.group(1))
+            end = min(int(match.group(2) or len(data) - 1), len(data) - 1)
+            if start >= len(data):
+                self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
+                return
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
+            self._send(206, data[start : end + 1], headers)
+
+    return Handler
+
+
+def padded_clip() -> bytes:
+    data = sample_clip_path("valid_mp4").read_bytes()
+    box_size = 8 + PADDING_BYTES
+    return data + box_size.to_bytes(4, "big") + b"free" + bytes(PADDING_BYTES)
+
+
+@contextmanager
+def serving_clips() -> Iterator[ClipHost]:
+    """Serve the sample clips (and the padded one) over HTTP on 127.0.0.1."""
+    files = {path.name: path.read_bytes() for path in CLIPS_DIR.iterdir() if path.is_file()}
+    files[PADDED_NAME] = padded_clip()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    host = ClipHost(f"http://127.0.0.1:{server.server_address[1]}", files)
+    server.RequestHandlerClass = _make_handler(host)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield host
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

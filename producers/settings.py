@@ -7,6 +7,7 @@ Secrets are ``SecretStr``: they never show in ``repr``, logs or Flower.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -47,12 +48,20 @@ class Settings(BaseSettings):
     kling_backoff_base_seconds: float = Field(default=2.0, ge=0)
     kling_backoff_max_seconds: float = Field(default=30.0, ge=0)
 
+    #: How long calls pause fleet-wide after an auth or account failure.
+    kling_circuit_open_seconds: float = Field(default=30.0, ge=0)
+
     s3_endpoint_url: str | None = None
     presign_expires_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     allow_http_video_urls: bool = False
 
     worker_concurrency: int = Field(default=200, ge=1)
     worker_prefetch_multiplier: int = Field(default=1, ge=1)
+
+    #: Port of the worker's Prometheus exporter (one per worker process); 0 turns it off.
+    metrics_port: int = Field(default=9808, ge=0, le=65535)
+    #: ``json``: one JSON object a line (for log shippers); ``text``: plain lines for a terminal.
+    log_format: Literal["json", "text"] = "json"
 
     @property
     def uses_embedded_broker(self) -> bool:

@@ -9,6 +9,9 @@ import pytest
 
 RABBITMQ_URL = os.environ.get("TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672//")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+#: A separate database for the fleet's shared state (idempotency, breaker, limits), flushed by
+#: the tests that use it.
+STATE_REDIS_URL = os.environ.get("TEST_STATE_REDIS_URL", "redis://127.0.0.1:6379/1")
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 #: Bucket the S3 fixture fills with every sample clip, under ``clips/<filename>``.

@@ -77,6 +77,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_create_missing_queues": False,
         "task_routes": {TASK_NAME: {"queue": JOB_QUEUE}},
         "worker_hijack_root_logger": False,
+        # Messages that are not a job go to the dead-letter queue instead of being dropped.
+        "worker_consumer": "worker.dead_letters:DeadLetteringConsumer",
         "enable_utc": True,
     }
 

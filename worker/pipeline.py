@@ -16,8 +16,10 @@ from typing import Any
 from producers.jobs import MAX_METADATA_BYTES, Job, metadata_size
 from producers.redaction import redact_raw_source, redact_source
 from producers.results import Result, ResultError
+from worker import metrics
 from worker.answers import OpenedSession
 from worker.backoff import Backoff
+from worker.circuit_breaker import TRIPPING_ERRORS, BreakerState
 from worker.errors import InvalidJob, JobFailure, RetryableError, UpstreamUnavailable
 from worker.kling_client import KlingClient
 from worker.sources import SourceResolver
@@ -40,6 +42,7 @@ class Pipeline:
     client: KlingClient
     backoff: Backoff
     max_attempts: int
+    breaker: BreakerState
     sleep: Callable[[float], None] = field(default=time.sleep)
 
     def run(self, job: Job, *, received_at: datetime | None = None) -> Result:
@@ -48,7 +51,7 @@ class Pipeline:
             while True:
                 attempts += 1
                 try:
-                    opened = self.client.init_selection(self.resolver.request_body(job.source))
+                    opened = self._attempt(job)
                     return succeeded(job, opened, attempts=attempts, received_at=received_at)
                 except RetryableError as exc:
                     if attempts >= self.max_attempts:
@@ -58,6 +61,7 @@ class Pipeline:
                             http_status=exc.http_status,
                         ) from exc
                     delay = self.backoff.delay(attempts)
+                    metrics.count_retry(exc)
                     logger.warning(
                         "Job %s attempt %d failed (%s); retrying in %.2f s.",
                         job.job_id,
@@ -75,6 +79,17 @@ class Pipeline:
                 attempts=attempts,
                 submitted_at=job.submitted_at or received_at,
             )
+
+    def _attempt(self, job: Job) -> OpenedSession:
+        paused = self.breaker.open_error()
+        if paused is not None:
+            raise paused
+        body = self.resolver.request_body(job.source)
+        try:
+            return self.client.init_selection(body)
+        except TRIPPING_ERRORS as exc:
+            self.breaker.trip(exc)
+            raise
 
 
 def succeeded(

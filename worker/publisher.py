@@ -8,8 +8,13 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.pools import ProducerPool
 
-from producers.broker import RESULTS_EXCHANGE, result_queue
-from producers.names import result_routing_key
+from producers.broker import (
+    DEAD_LETTER_EXCHANGE,
+    RESULTS_EXCHANGE,
+    dead_letter_queue,
+    result_queue,
+)
+from producers.names import DEAD_LETTER_QUEUE, DEAD_LETTER_REASON_HEADER, result_routing_key
 from producers.results import Result
 
 logger = logging.getLogger(__name__)
@@ -46,6 +51,25 @@ class ResultPublisher:
                 delivery_mode=2,
                 correlation_id=result.job_id,
                 declare=self._declare,
+                retry=True,
+                retry_policy=PUBLISH_RETRY_POLICY,
+            )
+
+    def publish_dead_letter(self, message: Any, reason: str) -> None:
+        """Copy ``message`` (body bytes, content type, headers) to the dead-letter queue."""
+        headers = dict(message.headers) if isinstance(message.headers, dict) else {}
+        headers[DEAD_LETTER_REASON_HEADER] = reason
+        body = message.body
+        with self._producers.acquire(block=True) as producer:
+            producer.publish(
+                body if isinstance(body, bytes) else str(body).encode(),
+                exchange=DEAD_LETTER_EXCHANGE,
+                routing_key=DEAD_LETTER_QUEUE,
+                content_type=message.content_type or "application/octet-stream",
+                content_encoding=message.content_encoding or "binary",
+                headers=headers,
+                delivery_mode=2,
+                declare=[dead_letter_queue()],
                 retry=True,
                 retry_policy=PUBLISH_RETRY_POLICY,
             )

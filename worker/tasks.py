@@ -7,11 +7,15 @@ import re
 from typing import Any
 
 from celery import Task, shared_task
+from celery.exceptions import Reject
 
 from producers.jobs import JOB_ID_PATTERN, InvalidJobError, parse_job
 from producers.names import TASK_NAME
 from producers.results import Result
+from worker import metrics
+from worker.idempotency import worth_remembering
 from worker.pipeline import invalid_job_result, utcnow
+from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -27,19 +31,39 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> None:
     The signature takes anything: a message with the wrong arguments still gets its
     ``invalid_job`` result instead of a Celery ``TypeError`` that would drop it.
     """
-    runtime = self.app.runtime
+    runtime: Runtime = self.app.runtime
     received_at = utcnow()
     raw = kwargs.get("job")
     try:
         if args or set(kwargs) != {"job"}:
             raise InvalidJobError("the task takes exactly one keyword argument, 'job'")
         job = parse_job(raw, allow_http=runtime.settings.allow_http_video_urls)
-        result = runtime.pipeline.run(job, received_at=received_at)
     except InvalidJobError as exc:
         job_id = recover_job_id(raw, self.request.id)
-        result = invalid_job_result(job_id, raw, str(exc), received_at=received_at)
-    runtime.publisher.publish(result)
-    log_outcome(result)
+        publish(runtime, invalid_job_result(job_id, raw, str(exc), received_at=received_at))
+        return
+    with runtime.lease.held(job.job_id) as recorded:
+        if recorded is not None:
+            logger.info("Job %s has a recorded outcome; publishing it again.", job.job_id)
+            publish(runtime, recorded)
+            return
+        result = runtime.pipeline.run(job, received_at=received_at)
+        # Recorded before publishing: if the publish or the ack is lost, the redelivered job
+        # finds this outcome and opens no second session.
+        if worth_remembering(result):
+            runtime.outcomes.record(result)
+    publish(runtime, result)
+    log_outcome(result, upstream_latency_s=metrics.take_job_upstream_seconds())
+
+
+def publish(runtime: Runtime, result: Result) -> None:
+    """Publish ``result``; if the broker will not take it, give the job's message back."""
+    try:
+        runtime.publisher.publish(result)
+    except Exception as exc:
+        logger.error("Job %s: result not published (%s); returning the job.", result.job_id, exc)
+        # Not acked: the job comes back, and a recorded outcome is published without a new call.
+        raise Reject(f"result not published: {exc}", requeue=True) from exc
 
 
 def recover_job_id(raw: object, task_id: str | None) -> str:
@@ -51,13 +75,34 @@ def recover_job_id(raw: object, task_id: str | None) -> str:
     return task_id or "unknown"
 
 
-def log_outcome(result: Result) -> None:
-    error = result.error
+def log_outcome(result: Result, *, upstream_latency_s: float | None = None) -> None:
+    """Count the job's outcome and log its one outcome line (a JSON object under LOG_FORMAT=json).
+
+    ``upstream_latency_s`` is the time spent in init-selection calls, every attempt together
+    (``None``: no call was made). Nothing here can hold a secret: the source is named by kind.
+    """
+    error_type = result.error.type if result.error else None
+    source = result.source
+    source_kind = source.get("kind") if isinstance(source, dict) else getattr(source, "kind", None)
+    latency_ms = round(upstream_latency_s * 1000, 1) if upstream_latency_s is not None else None
+    metrics.count_job(result.status, error_type)
     logger.info(
-        "Job %s %s (attempts=%d, error=%s, kling_request_id=%s).",
+        "Job %s %s (source=%s, error=%s, attempts=%d, upstream_ms=%s, kling_request_id=%s).",
         result.job_id,
         result.status,
+        source_kind,
+        error_type,
         result.attempts,
-        error.type if error else None,
+        latency_ms,
         result.kling_request_id,
+        extra={
+            "event": "job_outcome",
+            "job_id": result.job_id,
+            "source_kind": source_kind,
+            "status": result.status,
+            "error_type": error_type,
+            "attempts": result.attempts,
+            "upstream_latency_ms": latency_ms,
+            "kling_request_id": result.kling_request_id,
+        },
     )

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery.contrib.testing.worker import start_worker
 from pydantic import SecretStr
 
@@ -50,6 +51,14 @@ def purge_queues(settings: Settings) -> None:
             bound = queue(channel)
             bound.declare()
             bound.purge()
+
+
+def clear_fleet_state(settings: Settings) -> None:
+    """Forget recorded outcomes, leases and an open circuit breaker from earlier tests."""
+    if settings.redis_url:
+        client = redis.Redis.from_url(settings.redis_url)
+        client.flushdb()
+        client.close()
 
 
 @dataclass

@@ -1,0 +1,56 @@
+"""Dead letters: a message that is not a job at all is set aside byte for byte, never dropped.
+
+Celery's consumer logs and acks (drops) a message it cannot decode, and rejects one it does not
+know. :class:`DeadLetteringConsumer` replaces those four hooks: the original body, content type
+and headers go to ``kling.init_selection.dead`` with the reason in ``x-dead-letter-reason``, and
+only then is the message acked. The body is never deserialized beyond JSON (Celery's
+``accept_content`` refuses everything else before it reaches us) and never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery.worker.consumer import Consumer
+
+logger = logging.getLogger(__name__)
+
+
+class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer, with every message it cannot run sent to the dead-letter queue."""
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, f"cannot decode the message: {type(exc).__name__}: {exc}")
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        self._dead_letter(message, "not a Celery task message (no task name)")
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        name = _header(message, "task")
+        self._dead_letter(message, f"unknown task name {name!r}")
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        self._dead_letter(message, f"invalid task message: {type(exc).__name__}: {exc}")
+
+    def _dead_letter(self, message: Any, reason: str) -> None:
+        # Cut the reason short: it travels as a header, and exceptions may quote the body.
+        reason = reason[:500]
+        try:
+            self.app.runtime.publisher.publish_dead_letter(message, reason)
+        except Exception:
+            # Back to the queue: the broker keeps it until a dead letter can be written.
+            logger.exception("Could not dead-letter a message (%s); returning it.", reason)
+            message.reject_log_error(logger, self.connection_errors, requeue=True)
+            return
+        logger.warning(
+            "Dead-lettered a message (delivery tag %s): %s",
+            message.delivery_info.get("delivery_tag"),
+            reason,
+        )
+        message.ack_log_error(logger, self.connection_errors)
+
+
+def _header(message: Any, name: str) -> object:
+    headers = message.headers
+    return headers.get(name) if isinstance(headers, dict) else None

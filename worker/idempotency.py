@@ -1,0 +1,134 @@
+"""Idempotency by ``job_id``: a recorded outcome is published again instead of calling the API.
+
+The outcome is recorded before the result is published, so a job redelivered after a crash (or
+submitted twice) finds it and opens no second session. A short lease keeps two workers that
+receive the same ``job_id`` at once from both calling the API; it expires by itself if its holder
+dies. With ``REDIS_URL`` the records and leases are shared by the fleet; without it they live in
+the worker process (one node, a warning at start-up).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
+
+import redis
+
+from producers.results import Result
+
+#: How long outcomes are remembered: the contract promises at least 7 days.
+OUTCOME_TTL_S = 8 * 24 * 3600
+#: How often a worker waiting on another's lease looks again.
+LEASE_POLL_S = 0.2
+#: Outcomes that say something lasting about the job itself. Failures caused by our account,
+#: our configuration or a passing outage are not remembered, so a resubmission is tried afresh.
+REMEMBERED_OUTCOMES = frozenset({None, "video_rejected", "request_rejected"})
+
+
+def worth_remembering(result: Result) -> bool:
+    return (result.error.type if result.error else None) in REMEMBERED_OUTCOMES
+
+
+class OutcomeStore(Protocol):
+    def recorded(self, job_id: str) -> Result | None: ...
+
+    def record(self, result: Result) -> None: ...
+
+    def try_lease(self, job_id: str, holder: str, lease_s: float) -> bool: ...
+
+    def release(self, job_id: str, holder: str) -> None: ...
+
+
+class RedisOutcomeStore:
+    """Fleet-wide records and leases in Redis."""
+
+    #: Deletes the lease only if this holder still has it (it may have expired and moved on).
+    _RELEASE = (
+        "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end "
+        "return 0"
+    )
+
+    def __init__(self, client: redis.Redis, prefix: str = "kling:job:") -> None:
+        self._redis = client
+        self._prefix = prefix
+        self._release = client.register_script(self._RELEASE)
+
+    def recorded(self, job_id: str) -> Result | None:
+        raw = self._redis.get(f"{self._prefix}{job_id}:outcome")
+        return None if raw is None else Result.model_validate_json(raw)
+
+    def record(self, result: Result) -> None:
+        key = f"{self._prefix}{result.job_id}:outcome"
+        self._redis.set(key, result.to_json(), ex=OUTCOME_TTL_S)
+
+    def try_lease(self, job_id: str, holder: str, lease_s: float) -> bool:
+        key = f"{self._prefix}{job_id}:lease"
+        return bool(self._redis.set(key, holder, nx=True, px=max(1, int(lease_s * 1000))))
+
+    def release(self, job_id: str, holder: str) -> None:
+        self._release(keys=[f"{self._prefix}{job_id}:lease"], args=[holder])
+
+
+class LocalOutcomeStore:
+    """Records and leases in this process only (no ``REDIS_URL``)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._outcomes: dict[str, tuple[float, Result]] = {}
+        self._leases: dict[str, tuple[float, str]] = {}
+
+    def recorded(self, job_id: str) -> Result | None:
+        with self._lock:
+            entry = self._outcomes.get(job_id)
+            if entry is None or entry[0] < time.monotonic():
+                self._outcomes.pop(job_id, None)
+                return None
+            return entry[1]
+
+    def record(self, result: Result) -> None:
+        with self._lock:
+            self._outcomes[result.job_id] = (time.monotonic() + OUTCOME_TTL_S, result)
+
+    def try_lease(self, job_id: str, holder: str, lease_s: float) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            current = self._leases.get(job_id)
+            if current is not None and current[0] > now and current[1] != holder:
+                return False
+            self._leases[job_id] = (now + lease_s, holder)
+            return True
+
+    def release(self, job_id: str, holder: str) -> None:
+        with self._lock:
+            if self._leases.get(job_id, (0.0, ""))[1] == holder:
+                del self._leases[job_id]
+
+
+class JobLease:
+    """Waits for the right to run ``job_id``, unless its outcome is recorded meanwhile."""
+
+    def __init__(self, store: OutcomeStore, *, lease_s: float) -> None:
+        self._store = store
+        self._lease_s = lease_s
+
+    @contextmanager
+    def held(self, job_id: str) -> Iterator[Result | None]:
+        """Yield the recorded outcome (no lease taken), or ``None`` while holding the lease."""
+        holder = uuid.uuid4().hex
+        while True:
+            recorded = self._store.recorded(job_id)
+            if recorded is not None:
+                yield recorded
+                return
+            if self._store.try_lease(job_id, holder, self._lease_s):
+                break
+            time.sleep(LEASE_POLL_S)
+        try:
+            # Another worker may have finished between our look and our lease.
+            yield self._store.recorded(job_id)
+        finally:
+            self._store.release(job_id, holder)

@@ -10,15 +10,35 @@ only then is the message acked. The body is never deserialized beyond JSON (Cele
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
 
 logger = logging.getLogger(__name__)
 
+#: What Celery raises for a task body of the wrong shape; connection errors are not among them.
+MALFORMED_MESSAGE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
+
 
 class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer, with every message it cannot run sent to the dead-letter queue."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        """Celery's handler, guarded: a body that passes its checks but is not shaped like a
+        task (``"a string"``, ``[1, 2]``) raises deep in Celery and would be redelivered
+        forever; it is dead-lettered instead."""
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            try:
+                return handle(message)
+            except MALFORMED_MESSAGE_ERRORS as exc:
+                return self._dead_letter(
+                    message, f"malformed task message: {type(exc).__name__}: {exc}"
+                )
+
+        return on_task_received
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         self._dead_letter(message, f"cannot decode the message: {type(exc).__name__}: {exc}")

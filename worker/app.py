@@ -8,15 +8,25 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from typing import Any
 
-from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery import Celery, states
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    task_postrun,
+    task_prerun,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 
 import worker.tasks  # noqa: F401  (registers kling.init_selection on every app)
 from producers.broker import job_queue, transport_options, warn_embedded_broker
 from producers.names import JOB_QUEUE, TASK_NAME
 from producers.settings import Settings
+from worker import logs, metrics
 from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -24,6 +34,9 @@ logger = logging.getLogger(__name__)
 #: The pool ``celery -A worker worker`` uses with no options. Threads: the work is one blocking
 #: HTTP call per job, and unlike gevent the pool can be chosen in configuration (README, "Pool").
 DEFAULT_POOL = "threads"
+
+
+_apps: weakref.WeakSet[WorkerApp] = weakref.WeakSet()
 
 
 class WorkerApp(Celery):  # type: ignore[misc]
@@ -34,13 +47,16 @@ class WorkerApp(Celery):  # type: ignore[misc]
         self.settings = settings
         self._runtime: Runtime | None = None
         self._runtime_lock = threading.Lock()
+        #: Set on warm shutdown: jobs waiting to retry are handed back to the broker.
+        self.stopping = threading.Event()
+        _apps.add(self)
 
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
             with self._runtime_lock:
                 if self._runtime is None:
-                    self._runtime = Runtime.build(self.settings)
+                    self._runtime = Runtime.build(self.settings, stopping=self.stopping)
         return self._runtime
 
     def close_runtime(self) -> None:
@@ -102,7 +118,50 @@ def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
         app.close_runtime()
 
 
+def _on_worker_shutting_down(**_: Any) -> None:
+    # The signal names only the host; a worker process has one app, so tell them all.
+    for app in list(_apps):
+        app.stopping.set()
+
+
 worker_ready.connect(_on_worker_ready, weak=False)
+worker_shutting_down.connect(_on_worker_shutting_down, weak=False)
 worker_shutdown.connect(_on_worker_shutdown, weak=False)
+
+
+# Operations (docs/operations.md): JSON logs, the metrics exporter, per-job upstream time.
+def _on_logger_set_up(logger: logging.Logger | None = None, **_: Any) -> None:
+    if logger is not None:
+        logs.install(logger, Settings())
+
+
+def _on_worker_ready_metrics(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if isinstance(app, WorkerApp):
+        metrics.start_exporter(app.settings.metrics_port)
+
+
+def _on_worker_shutdown_metrics(sender: Any = None, **_: Any) -> None:
+    if isinstance(getattr(sender, "app", None), WorkerApp):
+        metrics.stop_exporter()
+
+
+def _on_task_prerun(sender: Any = None, **_: Any) -> None:
+    if getattr(sender, "name", None) == TASK_NAME:
+        metrics.start_job()
+
+
+def _on_task_postrun(sender: Any = None, state: str | None = None, **_: Any) -> None:
+    # The task raises (Reject) only when its result could not be published.
+    if getattr(sender, "name", None) == TASK_NAME and state in (states.REJECTED, states.FAILURE):
+        metrics.count_publish_failure()
+
+
+after_setup_logger.connect(_on_logger_set_up, weak=False)
+after_setup_task_logger.connect(_on_logger_set_up, weak=False)
+worker_ready.connect(_on_worker_ready_metrics, weak=False)
+worker_shutdown.connect(_on_worker_shutdown_metrics, weak=False)
+task_prerun.connect(_on_task_prerun, weak=False)
+task_postrun.connect(_on_task_postrun, weak=False)
 
 app = create_app()

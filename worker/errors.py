@@ -13,6 +13,7 @@
     │   ├── AccountBlocked          account_blocked
     │   ├── BadGatewayAnswer        bad_gateway_answer
     │   └── UpstreamUnavailable     upstream_unavailable: a retryable failure past the budget
+    ├── WorkerStopping              the worker is shutting down: hand the job back, unfinished
     └── RetryableError              try again after a backoff
         ├── UpstreamBusy            rate and parallel-task limits (1302, 1303, gateway 429)
         └── UpstreamDown            5xx, timeouts, dropped connections, S3 unreachable
@@ -105,6 +106,10 @@ class UpstreamUnavailable(JobFailure):
     error_type = "upstream_unavailable"
     # The job failed for good, but the caller may well submit it again later.
     retryable = True
+
+
+class WorkerStopping(KlingWorkerError):
+    """Raised instead of waiting out a backoff while the worker shuts down."""
 
 
 class RetryableError(KlingWorkerError):

@@ -10,6 +10,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from producers.settings import Settings
+from worker import metrics
 from worker.answers import OpenedSession, read_answer
 from worker.auth import Credentials, credentials_from
 from worker.errors import TokenNotAccepted, UpstreamDown
@@ -66,19 +67,21 @@ class KlingClient:
         authorization = self._credentials.authorization()
         if authorization:
             headers["Authorization"] = authorization
-        try:
-            response = self._session.post(
-                self.endpoint,
-                data=json.dumps(body).encode(),
-                headers=headers,
-                timeout=self._timeout_s,
-                # A redirect means a wrong base URL: report it rather than follow it.
-                allow_redirects=False,
+        # Timed with the answer read, so the latency metric is labelled with what it meant.
+        with metrics.upstream_call():
+            try:
+                response = self._session.post(
+                    self.endpoint,
+                    data=json.dumps(body).encode(),
+                    headers=headers,
+                    timeout=self._timeout_s,
+                    # A redirect means a wrong base URL: report it rather than follow it.
+                    allow_redirects=False,
+                )
+            except requests.Timeout as exc:
+                raise UpstreamDown(f"no answer within {self._timeout_s:g} s") from exc
+            except requests.RequestException as exc:
+                raise UpstreamDown(f"connection to the API failed: {type(exc).__name__}") from exc
+            return read_answer(
+                response.status_code, response.headers.get("Content-Type", ""), response.content
             )
-        except requests.Timeout as exc:
-            raise UpstreamDown(f"no answer within {self._timeout_s:g} s") from exc
-        except requests.RequestException as exc:
-            raise UpstreamDown(f"connection to the API failed: {type(exc).__name__}") from exc
-        return read_answer(
-            response.status_code, response.headers.get("Content-Type", ""), response.content
-        )

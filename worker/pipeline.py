@@ -7,8 +7,7 @@ unacknowledged meanwhile, so a crash hands the whole job to another worker.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,7 +19,13 @@ from worker import metrics
 from worker.answers import OpenedSession
 from worker.backoff import Backoff
 from worker.circuit_breaker import TRIPPING_ERRORS, BreakerState
-from worker.errors import InvalidJob, JobFailure, RetryableError, UpstreamUnavailable
+from worker.errors import (
+    InvalidJob,
+    JobFailure,
+    RetryableError,
+    UpstreamUnavailable,
+    WorkerStopping,
+)
 from worker.kling_client import KlingClient
 from worker.sources import SourceResolver
 
@@ -43,7 +48,8 @@ class Pipeline:
     backoff: Backoff
     max_attempts: int
     breaker: BreakerState
-    sleep: Callable[[float], None] = field(default=time.sleep)
+    #: Set when the worker shuts down: a job waiting to retry is handed back instead.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     def run(self, job: Job, *, received_at: datetime | None = None) -> Result:
         attempts = 0
@@ -69,7 +75,10 @@ class Pipeline:
                         exc.message,
                         delay,
                     )
-                    self.sleep(delay)
+                    if self.stopping.wait(delay):
+                        raise WorkerStopping(
+                            f"worker stopping before retry {attempts + 1}"
+                        ) from exc
         except JobFailure as exc:
             return failed(
                 job.job_id,

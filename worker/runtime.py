@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -30,7 +31,7 @@ class Runtime:
     redis: redis.Redis | None
 
     @classmethod
-    def build(cls, settings: Settings) -> Runtime:
+    def build(cls, settings: Settings, *, stopping: threading.Event | None = None) -> Runtime:
         shared = _redis_client(settings)
         outcomes: OutcomeStore
         breaker: BreakerState
@@ -53,6 +54,7 @@ class Runtime:
             ),
             max_attempts=settings.kling_max_attempts,
             breaker=breaker,
+            stopping=stopping or threading.Event(),
         )
         return cls(
             settings=settings,

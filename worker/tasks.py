@@ -13,6 +13,7 @@ from producers.jobs import JOB_ID_PATTERN, InvalidJobError, parse_job
 from producers.names import TASK_NAME
 from producers.results import Result
 from worker import metrics
+from worker.errors import WorkerStopping
 from worker.idempotency import worth_remembering
 from worker.pipeline import invalid_job_result, utcnow
 from worker.runtime import Runtime
@@ -47,7 +48,12 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> None:
             logger.info("Job %s has a recorded outcome; publishing it again.", job.job_id)
             publish(runtime, recorded)
             return
-        result = runtime.pipeline.run(job, received_at=received_at)
+        try:
+            result = runtime.pipeline.run(job, received_at=received_at)
+        except WorkerStopping as exc:
+            # Warm shutdown: the call in flight has finished; the retries are another worker's.
+            logger.info("Job %s handed back: %s.", job.job_id, exc)
+            raise Reject(str(exc), requeue=True) from exc
         # Recorded before publishing: if the publish or the ack is lost, the redelivered job
         # finds this outcome and opens no second session.
         if worth_remembering(result):

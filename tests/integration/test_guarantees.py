@@ -83,7 +83,7 @@ def take_dead_letter(connection: Connection, timeout_s: float = 20.0) -> Message
     queue = dead_letter_queue()(connection.default_channel)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        message = queue.get(no_ack=True)
+        message: Message | None = queue.get(no_ack=True)
         if message is not None:
             return message
         time.sleep(0.05)

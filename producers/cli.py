@@ -149,7 +149,9 @@ def _submit_file(settings: Settings, lines: IO[str]) -> None:
                 continue
             try:
                 jobs.append(producer.prepare(json.loads(line), number))
-            except ValueError as exc:  # InvalidJobError and JSON errors alike
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {number}: not JSON ({exc.msg} at column {exc.colno})")
+            except InvalidJobError as exc:
                 problems.append(f"line {number}: {str(exc).removeprefix(f'job {number}: ')}")
         if problems:
             for problem in problems:

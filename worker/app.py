@@ -23,7 +23,7 @@ from celery.signals import (
 )
 
 import worker.tasks  # noqa: F401  (registers kling.init_selection on every app)
-from producers.broker import job_queue, transport_options, warn_embedded_broker
+from producers.broker import declare_topology, job_queue, transport_options, warn_embedded_broker
 from producers.names import JOB_QUEUE, TASK_NAME
 from producers.settings import Settings
 from worker import logs, metrics
@@ -108,8 +108,14 @@ def create_app(settings: Settings | None = None) -> WorkerApp:
 
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
-    if isinstance(app, WorkerApp) and app.settings.uses_embedded_broker:
+    if not isinstance(app, WorkerApp):
+        return
+    if app.settings.uses_embedded_broker:
         warn_embedded_broker(app.settings)
+    # The result and dead-letter queues exist before the first job ends, so a result published
+    # before any consumer has bound a queue is kept, not dropped by the exchange.
+    with app.connection_for_write() as connection:
+        declare_topology(connection)
 
 
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:

@@ -75,6 +75,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Keep reconnecting for as long as it takes: a broker restart must not need a person.
         "broker_connection_max_retries": None,
         "broker_pool_limit": settings.worker_concurrency + 16,
+        # No AMQP heartbeats (TCP keepalive instead): with them Celery's event loop also reads
+        # the task-events connection, racing pool threads that wait there for publish confirms,
+        # and a worker under load stalls (README, "Performance"); gevent slows 40× (calibration).
+        "broker_heartbeat": 0,
         "accept_content": ["json"],
         "task_serializer": "json",
         "result_accept_content": ["json"],

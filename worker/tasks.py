@@ -26,11 +26,12 @@ _JOB_ID = re.compile(JOB_ID_PATTERN)
 @shared_task(  # type: ignore[untyped-decorator]
     name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, typing=False
 )
-def init_selection(self: Task, *args: Any, **kwargs: Any) -> None:
+def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     """Open one editing session and publish the job's terminal result; the message is acked after.
 
     The signature takes anything: a message with the wrong arguments still gets its
-    ``invalid_job`` result instead of a Celery ``TypeError`` that would drop it.
+    ``invalid_job`` result instead of a Celery ``TypeError`` that would drop it. The returned
+    summary is what Flower shows as the task's result (no result backend stores it).
     """
     runtime: Runtime = self.app.runtime
     received_at = utcnow()
@@ -41,13 +42,11 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> None:
         job = parse_job(raw, allow_http=runtime.settings.allow_http_video_urls)
     except InvalidJobError as exc:
         job_id = recover_job_id(raw, self.request.id)
-        publish(runtime, invalid_job_result(job_id, raw, str(exc), received_at=received_at))
-        return
+        return finish(runtime, invalid_job_result(job_id, raw, str(exc), received_at=received_at))
     with runtime.lease.held(job.job_id) as recorded:
         if recorded is not None:
             logger.info("Job %s has a recorded outcome; publishing it again.", job.job_id)
-            publish(runtime, recorded)
-            return
+            return finish(runtime, recorded, republished=True)
         try:
             result = runtime.pipeline.run(job, received_at=received_at)
         except WorkerStopping as exc:
@@ -58,8 +57,22 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> None:
         # finds this outcome and opens no second session.
         if worth_remembering(result):
             runtime.outcomes.record(result)
+    return finish(runtime, result, upstream_latency_s=metrics.take_job_upstream_seconds())
+
+
+def finish(
+    runtime: Runtime,
+    result: Result,
+    *,
+    upstream_latency_s: float | None = None,
+    republished: bool = False,
+) -> str:
+    """Publish the job's result, log its outcome line, and summarise it for Flower."""
     publish(runtime, result)
-    log_outcome(result, upstream_latency_s=metrics.take_job_upstream_seconds())
+    log_outcome(result, upstream_latency_s=upstream_latency_s, republished=republished)
+    error = f" {result.error.type}" if result.error else ""
+    again = " (recorded outcome, published again)" if republished else ""
+    return f"{result.status}{error}, attempts={result.attempts}{again}"
 
 
 def publish(runtime: Runtime, result: Result) -> None:
@@ -81,7 +94,9 @@ def recover_job_id(raw: object, task_id: str | None) -> str:
     return task_id or "unknown"
 
 
-def log_outcome(result: Result, *, upstream_latency_s: float | None = None) -> None:
+def log_outcome(
+    result: Result, *, upstream_latency_s: float | None = None, republished: bool = False
+) -> None:
     """Count the job's outcome and log its one outcome line (a JSON object under LOG_FORMAT=json).
 
     ``upstream_latency_s`` is the time spent in init-selection calls, every attempt together
@@ -110,5 +125,6 @@ def log_outcome(result: Result, *, upstream_latency_s: float | None = None) -> N
             "attempts": result.attempts,
             "upstream_latency_ms": latency_ms,
             "kling_request_id": result.kling_request_id,
+            "republished": republished,
         },
     )

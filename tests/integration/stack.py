@@ -39,6 +39,8 @@ def stack_settings(
         "s3_endpoint_url": s3_endpoint,
         "allow_http_video_urls": True,
         "worker_concurrency": TEST_CONCURRENCY,
+        # In-thread workers share the test process: no metrics exporter on a fixed port.
+        "metrics_port": 0,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

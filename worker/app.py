@@ -87,6 +87,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # After a reconnect, Celery lowers the prefetch count and restores it from the thread
+        # that acks a task; with the threads pool that is a pool thread, which then reads the
+        # consumer's socket alongside the event loop and the worker stalls (seen in
+        # tests/chaos: a RabbitMQ restart, then unacked jobs forever). Keep the count fixed.
+        "worker_enable_prefetch_count_reduction": False,
         "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
         "worker_pool": DEFAULT_POOL,
         "worker_concurrency": settings.worker_concurrency,

@@ -11,6 +11,7 @@ behind an outage only a person can fix.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from typing import Protocol
@@ -18,6 +19,8 @@ from typing import Protocol
 import redis
 
 from worker.errors import AccountBlocked, AuthFailed, JobFailure
+
+logger = logging.getLogger(__name__)
 
 #: Errors that open the breaker.
 TRIPPING_ERRORS: tuple[type[JobFailure], ...] = (AuthFailed, AccountBlocked)
@@ -43,7 +46,12 @@ class RedisBreaker:
         self._key = key
 
     def open_error(self) -> JobFailure | None:
-        raw = self._redis.get(self._key)
+        try:
+            raw = self._redis.get(self._key)
+        except redis.RedisError as exc:
+            # Fail open: a store outage must not stop calls that would succeed.
+            logger.warning("Circuit breaker state unreadable (%s); treating it as closed.", exc)
+            return None
         if raw is None:
             return None
         state = json.loads(raw)
@@ -51,7 +59,10 @@ class RedisBreaker:
 
     def trip(self, error: JobFailure) -> None:
         state = {"type": error.error_type, "message": error.message, "api_code": error.api_code}
-        self._redis.set(self._key, json.dumps(state), px=int(self._open_s * 1000))
+        try:
+            self._redis.set(self._key, json.dumps(state), px=int(self._open_s * 1000))
+        except redis.RedisError as exc:
+            logger.warning("Circuit breaker not opened fleet-wide (%s).", exc)
 
 
 class LocalBreaker:

@@ -9,6 +9,7 @@ only then is the message acked. The body is never deserialized beyond JSON (Cele
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -25,12 +26,15 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
     """Celery's consumer, with every message it cannot run sent to the dead-letter queue."""
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
-        """Celery's handler, guarded: a body that passes its checks but is not shaped like a
-        task (``"a string"``, ``[1, 2]``) raises deep in Celery and would be redelivered
-        forever; it is dead-lettered instead."""
+        """Celery's handler, guarded: a JSON body that is not shaped like a task (``"a string"``,
+        ``[[], null, {}]``) passes Celery's checks on receipt and fails later, in the pool, where
+        it ends as neither a result nor a dead letter; it is dead-lettered on receipt instead."""
         handle = super().create_task_handler(*args, **kwargs)
 
         def on_task_received(message: Any) -> Any:
+            problem = task_shape_problem(message)
+            if problem is not None:
+                return self._dead_letter(message, problem)
             try:
                 return handle(message)
             except MALFORMED_MESSAGE_ERRORS as exc:
@@ -69,6 +73,34 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
             reason,
         )
         message.ack_log_error(logger, self.connection_errors)
+
+
+def task_shape_problem(message: Any) -> str | None:
+    """Why a JSON task message cannot be run, or ``None`` to let Celery judge it.
+
+    Protocol 2 needs a task id and a body ``[args: list, kwargs: object, embed: object | null]``.
+    Messages of other content types are left to Celery, which refuses anything but JSON.
+    """
+    headers = message.headers
+    if not isinstance(headers, dict) or "task" not in headers:
+        return None
+    if message.content_type != "application/json":
+        return None
+    task_id = headers.get("id")
+    if not isinstance(task_id, str) or not task_id:
+        return "malformed task message: no task id"
+    try:
+        body = json.loads(message.body)
+    except ValueError as exc:  # UnicodeDecodeError included
+        return f"cannot decode the message: {type(exc).__name__}: {exc}"
+    shaped = (
+        isinstance(body, list)
+        and len(body) == 3
+        and isinstance(body[0], list)
+        and isinstance(body[1], dict)
+        and (body[2] is None or isinstance(body[2], dict))
+    )
+    return None if shaped else "malformed task message: body is not [args, kwargs, embed]"
 
 
 def _header(message: Any, name: str) -> object:

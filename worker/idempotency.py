@@ -9,6 +9,7 @@ the worker process (one node, a warning at start-up).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -19,6 +20,8 @@ from typing import Protocol
 import redis
 
 from producers.results import Result
+
+logger = logging.getLogger(__name__)
 
 #: How long outcomes are remembered: the contract promises at least 7 days.
 OUTCOME_TTL_S = 8 * 24 * 3600
@@ -131,4 +134,8 @@ class JobLease:
             # Another worker may have finished between our look and our lease.
             yield self._store.recorded(job_id)
         finally:
-            self._store.release(job_id, holder)
+            try:
+                self._store.release(job_id, holder)
+            except redis.RedisError as exc:
+                # Harmless: the lease expires by itself.
+                logger.warning("Lease on job %s not released (%s).", job_id, exc)

@@ -91,8 +91,13 @@ def default_lease_s(timeout_s: float) -> float:
     return 2 * timeout_s + LEASE_MARGIN_S
 
 
-def limiter_from_settings(settings: Settings) -> RedisLimiter | LocalLimiter:
-    """Redis-backed when ``REDIS_URL`` is set (fleet-wide), in-process otherwise."""
+def limiter_from_settings(
+    settings: Settings, client: redis.Redis | None = None
+) -> RedisLimiter | LocalLimiter:
+    """Redis-backed when ``REDIS_URL`` is set (fleet-wide), in-process otherwise.
+
+    ``client`` is the process's shared Redis client, if it has one (else one is made).
+    """
     lease_setting = getattr(settings, "kling_slot_lease_seconds", None)
     lease_s = (
         float(lease_setting)
@@ -101,10 +106,11 @@ def limiter_from_settings(settings: Settings) -> RedisLimiter | LocalLimiter:
     )
     if settings.redis_url:
         return RedisLimiter(
-            redis.Redis.from_url(settings.redis_url),
+            client if client is not None else redis.Redis.from_url(settings.redis_url),
             max_concurrency=settings.kling_max_concurrency,
             max_rate=settings.kling_max_rate,
             lease_s=lease_s,
+            owns_client=client is None,
         )
     return LocalLimiter(
         max_concurrency=settings.kling_max_concurrency, max_rate=settings.kling_max_rate
@@ -201,9 +207,11 @@ class RedisLimiter:
         lease_s: float,
         key_prefix: str = DEFAULT_KEY_PREFIX,
         cool_down_s: float = BUSY_COOL_DOWN_S,
+        owns_client: bool = True,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
+        self._owns_client = owns_client
         if lease_s <= 0:
             raise ValueError("lease_s must be positive")
         self._redis = client
@@ -283,7 +291,9 @@ class RedisLimiter:
         )
 
     def close(self) -> None:
-        self._redis.close()
+        """Close the Redis client, if this limiter made it."""
+        if self._owns_client:
+            self._redis.close()
 
     def _take(self, holder: str) -> None:
         keys = [self._slots_key, self._next_call_key, self._target_key]
@@ -386,6 +396,9 @@ class LocalLimiter:
     def held(self) -> int:
         with self._cond:
             return self._in_flight
+
+    def close(self) -> None:
+        """Nothing to release (the same interface as :class:`RedisLimiter`)."""
 
     def _take(self) -> None:
         with self._cond:

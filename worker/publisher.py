@@ -28,11 +28,18 @@ PUBLISH_RETRY_POLICY: dict[str, Any] = {
 }
 
 
+#: Most broker connections the publisher opens. A confirmed publish holds one for about a
+#: round trip, so a few serve hundreds of threads; one per thread cost memory in the worker and
+#: CPU in the broker (README, "Performance").
+MAX_PUBLISH_CONNECTIONS = 8
+
+
 class ResultPublisher:
     """Thread-safe: each publish borrows a producer (and its connection) from the pool."""
 
     def __init__(self, connection: Connection, *, pool_size: int) -> None:
         self._connection = connection
+        pool_size = min(pool_size, MAX_PUBLISH_CONNECTIONS)
         self._connections = connection.Pool(limit=pool_size)
         self._producers = ProducerPool(self._connections, limit=pool_size)
         # Declared with the first publish on each connection, so no result is dropped for want

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
+import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject
 
@@ -21,6 +23,8 @@ from worker.runtime import Runtime
 logger = logging.getLogger(__name__)
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
+#: How long a job waits before going back to the queue while the shared store is unreachable.
+STORE_OUTAGE_PAUSE_S = 1.0
 
 
 @shared_task(  # type: ignore[untyped-decorator]
@@ -43,21 +47,38 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     except InvalidJobError as exc:
         job_id = recover_job_id(raw, self.request.id)
         return finish(runtime, invalid_job_result(job_id, raw, str(exc), received_at=received_at))
-    with runtime.lease.held(job.job_id) as recorded:
-        if recorded is not None:
-            logger.info("Job %s has a recorded outcome; publishing it again.", job.job_id)
-            return finish(runtime, recorded, republished=True)
-        try:
+    try:
+        with runtime.lease.held(job.job_id) as recorded:
+            if recorded is not None:
+                logger.info("Job %s has a recorded outcome; publishing it again.", job.job_id)
+                return finish(runtime, recorded, republished=True)
             result = runtime.pipeline.run(job, received_at=received_at)
-        except WorkerStopping as exc:
-            # Warm shutdown: the call in flight has finished; the retries are another worker's.
-            logger.info("Job %s handed back: %s.", job.job_id, exc)
-            raise Reject(str(exc), requeue=True) from exc
-        # Recorded before publishing: if the publish or the ack is lost, the redelivered job
-        # finds this outcome and opens no second session.
-        if worth_remembering(result):
-            runtime.outcomes.record(result)
+            remember(runtime, result)
+    except WorkerStopping as exc:
+        # Warm shutdown: the call in flight has finished; the retries are another worker's.
+        logger.info("Job %s handed back: %s.", job.job_id, exc)
+        raise Reject(str(exc), requeue=True) from exc
+    except redis.RedisError as exc:
+        # The shared store is away and no call has been made: hand the job back, after a
+        # pause so that an outage does not spin the queue.
+        logger.warning("Job %s handed back: the shared store is unreachable (%s).", job.job_id, exc)
+        time.sleep(STORE_OUTAGE_PAUSE_S)
+        raise Reject(f"shared store unreachable: {exc}", requeue=True) from exc
     return finish(runtime, result, upstream_latency_s=metrics.take_job_upstream_seconds())
+
+
+def remember(runtime: Runtime, result: Result) -> None:
+    """Record the outcome before it is published, so a redelivered job opens no second session.
+
+    A store outage here must not cost the outcome: it is published all the same, and only a
+    resubmission of this ``job_id`` could then call the API again.
+    """
+    if not worth_remembering(result):
+        return
+    try:
+        runtime.outcomes.record(result)
+    except redis.RedisError as exc:
+        logger.error("Job %s: outcome not recorded (%s); publishing it anyway.", result.job_id, exc)
 
 
 def finish(

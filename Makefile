@@ -21,6 +21,9 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+bench: $(VENV)/.installed  ## Benchmark tuned vs naive worker on RabbitMQ and Redis (a few minutes)
+	$(BIN)/python -m benchmarks.bench --jobs 20000 --baseline-jobs 200
+
 clips: $(VENV)/.installed  ## Remake the sample clips in simulator/clips
 	$(BIN)/python scripts/make_clips.py
 

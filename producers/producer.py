@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import time
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -56,6 +58,12 @@ class PublishNotConfirmed(Exception):
     """
 
 
+logger = logging.getLogger(__name__)
+
+#: Connection attempts after a broker restart before a submit gives up.
+RECONNECT_ATTEMPTS = 10
+
+
 class Producer:
     """Submits jobs over one broker connection; use as a context manager, or call :meth:`close`."""
 
@@ -85,7 +93,7 @@ class Producer:
             metadata=metadata,
             allow_http=self.settings.allow_http_video_urls,
         )
-        self._publish(job)
+        self._reconnecting(lambda: self._publish(job))
         return job.job_id
 
     def submit_many(self, jobs: Iterable[JobLike]) -> list[str]:
@@ -97,10 +105,11 @@ class Producer:
         """
         prepared = [self.prepare(job, position) for position, job in enumerate(jobs, start=1)]
         if self.settings.broker_is_amqp and prepared:
-            self._publish_confirmed(prepared)
+            # After a reconnect the whole batch goes again: jobs are idempotent by job_id.
+            self._reconnecting(lambda: self._publish_confirmed(prepared))
         else:
             for job in prepared:
-                self._publish(job)
+                self._reconnecting(partial(self._publish, job))
         return [job.job_id for job in prepared]
 
     def prepare(self, job: JobLike, position: int = 1) -> Job:
@@ -127,6 +136,19 @@ class Producer:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _reconnecting(self, send: Callable[[], None]) -> None:
+        """Run ``send``; if the connection turns out dead (the broker restarted since the last
+        call), reconnect and run it once more. kombu's own publish retry does not cover opening
+        the channel, where a dead socket shows first."""
+        try:
+            send()
+        except self._connection.connection_errors as exc:
+            logger.warning("Broker connection lost (%s); reconnecting.", exc)
+            self._producer = None
+            self._connection.collect()
+            self._connection.ensure_connection(max_retries=RECONNECT_ATTEMPTS)
+            send()
 
     def _publish(self, job: Job) -> None:
         self._send(self._kombu_producer(), job, declare=[job_queue()], retry=True)

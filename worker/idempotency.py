@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
@@ -25,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: How long outcomes are remembered: the contract promises at least 7 days.
 OUTCOME_TTL_S = 8 * 24 * 3600
+#: How many outcomes a worker without ``REDIS_URL`` remembers (the oldest go first).
+LOCAL_MAX_OUTCOMES = 50_000
 #: How often a worker waiting on another's lease looks again.
 LEASE_POLL_S = 0.2
 #: Outcomes that say something lasting about the job itself. Failures caused by our account,
@@ -77,11 +80,16 @@ class RedisOutcomeStore:
 
 
 class LocalOutcomeStore:
-    """Records and leases in this process only (no ``REDIS_URL``)."""
+    """Records and leases in this process only (no ``REDIS_URL``).
 
-    def __init__(self) -> None:
+    It keeps the newest ``max_outcomes`` outcomes: a single node's memory, not Redis', bounds
+    how much it remembers (about 1-2 KB each).
+    """
+
+    def __init__(self, max_outcomes: int = LOCAL_MAX_OUTCOMES) -> None:
         self._lock = threading.Lock()
-        self._outcomes: dict[str, tuple[float, Result]] = {}
+        self._max_outcomes = max_outcomes
+        self._outcomes: OrderedDict[str, tuple[float, Result]] = OrderedDict()
         self._leases: dict[str, tuple[float, str]] = {}
 
     def recorded(self, job_id: str) -> Result | None:
@@ -95,6 +103,9 @@ class LocalOutcomeStore:
     def record(self, result: Result) -> None:
         with self._lock:
             self._outcomes[result.job_id] = (time.monotonic() + OUTCOME_TTL_S, result)
+            self._outcomes.move_to_end(result.job_id)
+            while len(self._outcomes) > self._max_outcomes:
+                self._outcomes.popitem(last=False)
 
     def try_lease(self, job_id: str, holder: str, lease_s: float) -> bool:
         now = time.monotonic()

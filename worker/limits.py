@@ -40,6 +40,7 @@ from typing import Protocol
 import redis
 
 from producers.settings import Settings
+from worker import metrics
 from worker.errors import RetryableError
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ MIN_POLL_S = 0.001
 MAX_POLL_S = 0.01
 #: Extra lease beyond the longest a call may take (two timeouts: a JWT re-sign sends it twice).
 LEASE_MARGIN_S = 10.0
+#: The cap of :func:`unlimited`: more calls than any process runs at once.
+UNLIMITED_CONCURRENCY = 1_000_000
 #: Prefix of the Redis keys the limiter uses.
 DEFAULT_KEY_PREFIX = "kling:limits"
 
@@ -86,6 +89,11 @@ class LimiterStats:
         self.max_wait_s = max(self.max_wait_s, waited_s)
 
 
+def unlimited() -> LocalLimiter:
+    """A limiter that never makes a call wait (pipelines built without one, in tests)."""
+    return LocalLimiter(max_concurrency=UNLIMITED_CONCURRENCY)
+
+
 def default_lease_s(timeout_s: float) -> float:
     """A lease longer than any one call: two timeouts (JWT re-sign) and a margin."""
     return 2 * timeout_s + LEASE_MARGIN_S
@@ -98,12 +106,7 @@ def limiter_from_settings(
 
     ``client`` is the process's shared Redis client, if it has one (else one is made).
     """
-    lease_setting = getattr(settings, "kling_slot_lease_seconds", None)
-    lease_s = (
-        float(lease_setting)
-        if lease_setting is not None
-        else default_lease_s(settings.kling_timeout_seconds)
-    )
+    lease_s = settings.kling_slot_lease_seconds or default_lease_s(settings.kling_timeout_seconds)
     if settings.redis_url:
         return RedisLimiter(
             client if client is not None else redis.Redis.from_url(settings.redis_url),
@@ -242,6 +245,7 @@ class RedisLimiter:
         started = time.monotonic()
         self._take(holder)
         waited = time.monotonic() - started
+        metrics.observe_limiter_wait(waited)
         with self._stats_lock:
             self.stats.record_wait(waited)
         ok = False
@@ -362,8 +366,10 @@ class LocalLimiter:
     def slot(self) -> Iterator[None]:
         started = time.monotonic()
         self._take()
+        waited = time.monotonic() - started
+        metrics.observe_limiter_wait(waited)
         with self._cond:
-            self.stats.record_wait(time.monotonic() - started)
+            self.stats.record_wait(waited)
         ok = False
         try:
             yield

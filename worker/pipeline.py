@@ -23,10 +23,12 @@ from worker.errors import (
     InvalidJob,
     JobFailure,
     RetryableError,
+    UpstreamBusy,
     UpstreamUnavailable,
     WorkerStopping,
 )
 from worker.kling_client import KlingClient
+from worker.limits import CallLimiter, unlimited
 from worker.sources import SourceResolver
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,8 @@ class Pipeline:
     breaker: BreakerState
     #: Set when the worker shuts down: a job waiting to retry is handed back instead.
     stopping: threading.Event = field(default_factory=threading.Event)
+    #: Fleet-wide concurrency cap, rate and back-off around each call (worker/limits.py).
+    limiter: CallLimiter = field(default_factory=unlimited)
 
     def run(self, job: Job, *, received_at: datetime | None = None) -> Result:
         attempts = 0
@@ -95,7 +99,12 @@ class Pipeline:
             raise paused
         body = self.resolver.request_body(job.source)
         try:
-            return self.client.init_selection(body)
+            with self.limiter.slot():
+                return self.client.init_selection(body)
+        except UpstreamBusy:
+            # The whole fleet slows down, rather than each task retrying blindly.
+            self.limiter.report_busy()
+            raise
         except TRIPPING_ERRORS as exc:
             self.breaker.trip(exc)
             raise

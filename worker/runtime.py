@@ -14,6 +14,7 @@ from worker.backoff import Backoff
 from worker.circuit_breaker import BreakerState, LocalBreaker, RedisBreaker
 from worker.idempotency import JobLease, LocalOutcomeStore, OutcomeStore, RedisOutcomeStore
 from worker.kling_client import KlingClient
+from worker.limits import limiter_from_settings
 from worker.pipeline import Pipeline
 from worker.publisher import ResultPublisher
 from worker.sources import SourceResolver
@@ -55,6 +56,7 @@ class Runtime:
             max_attempts=settings.kling_max_attempts,
             breaker=breaker,
             stopping=stopping or threading.Event(),
+            limiter=limiter_from_settings(settings, client=shared),
         )
         return cls(
             settings=settings,

@@ -19,7 +19,7 @@ def test_a_rabbitmq_restart_loses_no_job_and_worker_and_producer_carry_on(
 ) -> None:
     # Given 20 jobs submitted and a restart of the RabbitMQ application once 5 results are in
     # (every connection on every virtual host is closed), then 20 more jobs submitted through
-    # the same Producer object (a call that raises retried once: see the xfail below):
+    # the same Producer object (a call that raises is retried once; none should):
     run = broker_restart(chaos_sim, workdir, CHAOS_API_KEY, jobs=40, restart_after=5)
 
     # Then every job has a result, all successes, from the worker that was running all along.
@@ -31,15 +31,6 @@ def test_a_rabbitmq_restart_loses_no_job_and_worker_and_producer_carry_on(
     assert run.tally.duplicates <= 8
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "producers/producer.py: after a broker restart the first submit() (via _kombu_producer "
-        "-> connection.default_channel) and submit_many() (connection.channel(), outside its "
-        "try) write to the dead socket: ConnectionResetError reaches the caller; kombu's "
-        "publish retry does not cover opening the channel. The next call reconnects."
-    ),
-)
 def test_the_first_submit_after_a_broker_restart_succeeds(
     chaos_sim: RunningSimulator, workdir: Path, redis_url: str
 ) -> None:

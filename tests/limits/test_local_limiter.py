@@ -1,0 +1,98 @@
+"""The in-process limiter (no ``REDIS_URL``): the same contract within one worker process."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from producers.settings import Settings
+from worker.errors import UpstreamBusy, VideoRejected
+from worker.limits import LocalLimiter, RedisLimiter, limiter_from_settings
+
+
+def run_calls(limiter: LocalLimiter, threads: int, calls_each: int, hold_s: float) -> int:
+    """Run the calls on ``threads`` threads; returns the most ever inside a slot at once."""
+    inside = peak = 0
+    lock = threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, peak
+        for _ in range(calls_each):
+            with limiter.slot():
+                with lock:
+                    inside += 1
+                    peak = max(peak, inside)
+                time.sleep(hold_s)
+                with lock:
+                    inside -= 1
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return peak
+
+
+def test_no_more_than_the_cap_run_at_once_and_the_cap_is_reached() -> None:
+    limiter = LocalLimiter(max_concurrency=4)
+    assert run_calls(limiter, threads=12, calls_each=5, hold_s=0.01) == 4
+    assert limiter.held() == 0
+    assert limiter.stats.acquired == 60
+
+
+def test_the_rate_spaces_calls_out() -> None:
+    limiter = LocalLimiter(max_concurrency=50, max_rate=100.0)
+    started = time.monotonic()
+    run_calls(limiter, threads=10, calls_each=5, hold_s=0.0)
+    # 50 calls at 100/s: the first goes at once, the last 0.49 s later.
+    assert time.monotonic() - started >= 0.45
+
+
+def test_a_slot_is_given_back_when_the_call_raises() -> None:
+    limiter = LocalLimiter(max_concurrency=1)
+    with pytest.raises(VideoRejected), limiter.slot():
+        raise VideoRejected("clip rejected")
+    with limiter.slot():
+        assert limiter.held() == 1
+    assert limiter.held() == 0
+
+
+def test_busy_answers_lower_the_target_once_per_round_and_successes_recover_it() -> None:
+    limiter = LocalLimiter(max_concurrency=10)
+    slots = [limiter.slot() for _ in range(10)]
+    for slot in slots:
+        slot.__enter__()
+    # Ten calls in flight; the upstream says busy to this thread's call: 10 × 0.7.
+    limiter.report_busy()
+    assert limiter.target() == pytest.approx(7.0)
+    # A second report about the same call (started before the decrease) changes nothing.
+    limiter.report_busy()
+    assert limiter.target() == pytest.approx(7.0)
+    for slot in slots:
+        slot.__exit__(UpstreamBusy, UpstreamBusy("busy"), None)
+    assert limiter.target() == pytest.approx(7.0)
+    # Successes add about one slot per round of calls, back up to the cap.
+    for _ in range(40):
+        with limiter.slot():
+            pass
+    assert limiter.target() == 10
+
+
+def test_without_redis_the_limiter_is_in_process() -> None:
+    settings = Settings(_env_file=None, kling_max_concurrency=3, kling_max_rate=5.0)
+    limiter = limiter_from_settings(settings)
+    assert isinstance(limiter, LocalLimiter)
+    assert (limiter.max_concurrency, limiter.max_rate) == (3, 5.0)
+
+
+def test_with_redis_the_limiter_is_fleet_wide_and_its_lease_outlives_a_call() -> None:
+    settings = Settings(
+        _env_file=None, redis_url="redis://127.0.0.1:6379/0", kling_timeout_seconds=30
+    )
+    limiter = limiter_from_settings(settings)
+    assert isinstance(limiter, RedisLimiter)
+    assert limiter.lease_s > 2 * settings.kling_timeout_seconds
+    limiter.close()

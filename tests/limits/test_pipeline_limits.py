@@ -1,0 +1,65 @@
+"""The pipeline calls the upstream through its limiter: the cap holds, and "busy" slows it down."""
+
+from __future__ import annotations
+
+import threading
+
+from pydantic import SecretStr
+
+from producers.jobs import KlingVideo, make_job
+from producers.settings import Settings
+from simulator.testing import RunningSimulator
+from tests.services import API_KEY
+from worker.backoff import Backoff
+from worker.circuit_breaker import LocalBreaker
+from worker.kling_client import KlingClient
+from worker.limits import LocalLimiter
+from worker.pipeline import Pipeline
+from worker.sources import SourceResolver
+
+SOURCE = KlingVideo(video_id="kling-demo-video-1", task_id="kling-demo-task-1")
+
+
+def pipeline(sim: RunningSimulator, limiter: LocalLimiter) -> Pipeline:
+    settings = Settings(
+        _env_file=None,
+        kling_api_base_url=f"{sim.base_url}/kling",
+        kling_api_key=SecretStr(API_KEY),
+        kling_timeout_seconds=5.0,
+        worker_concurrency=16,
+    )
+    return Pipeline(
+        resolver=SourceResolver.from_settings(settings),
+        client=KlingClient.from_settings(settings),
+        backoff=Backoff(base_s=0.01, max_s=0.02),
+        max_attempts=4,
+        breaker=LocalBreaker(open_s=0.0),
+        limiter=limiter,
+    )
+
+
+def test_jobs_never_have_more_calls_in_flight_than_the_cap(sim: RunningSimulator) -> None:
+    sim.set_faults(latency_ms=100)
+    runner = pipeline(sim, LocalLimiter(max_concurrency=3))
+    results = []
+
+    def run() -> None:
+        results.append(runner.run(make_job(SOURCE)))
+
+    threads = [threading.Thread(target=run) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [result.status for result in results] == ["succeeded"] * 12
+    assert sim.stats()["peak_in_flight"] == 3
+
+
+def test_a_busy_answer_lowers_the_in_flight_target(sim: RunningSimulator) -> None:
+    sim.set_faults(script=["kling:1303"])
+    limiter = LocalLimiter(max_concurrency=10)
+    result = pipeline(sim, limiter).run(make_job(SOURCE))
+    assert result.status == "succeeded"
+    assert result.attempts == 2
+    assert limiter.stats.busy_reports == 1
+    assert limiter.target() < 10

@@ -38,11 +38,11 @@ from benchmarks.harness import (
     Simulator,
     WorkerSpec,
     percentile,
-    purge_queues,
     running_fleet,
     running_simulator,
 )
 from producers import Producer
+from producers.broker import purge_queues
 from producers.settings import Settings
 
 #: Brokers the benchmark knows; RabbitMQ uses its own vhost when ``rabbitmqctl`` can make one.

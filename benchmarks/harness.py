@@ -28,7 +28,7 @@ import requests
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from producers.broker import connect, dead_letter_queue, job_queue, result_queue
+from producers.broker import connect, result_queue
 from producers.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -209,15 +209,6 @@ def running_fleet(settings: Settings, sim: Simulator, spec: WorkerSpec) -> Itera
                 process.kill()
                 process.wait(timeout=10)
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-def purge_queues(settings: Settings) -> None:
-    with connect(settings) as connection:
-        channel = connection.default_channel
-        for queue in (job_queue(), result_queue(), dead_letter_queue()):
-            bound = queue(channel)
-            bound.declare()
-            bound.purge()
 
 
 @dataclass

@@ -109,3 +109,18 @@ def declare_topology(connection: Connection) -> None:
     channel = connection.default_channel
     for queue in (job_queue(), result_queue(), dead_letter_queue()):
         queue(channel).declare()
+
+
+def purge_queues(settings: Settings) -> int:
+    """Declare the job, result and dead-letter queues and drop every message on them.
+
+    For a fresh start of a test or a benchmark; returns how many messages were dropped.
+    """
+    dropped = 0
+    with connect(settings) as connection:
+        channel = connection.default_channel
+        for queue in (job_queue(), result_queue(), dead_letter_queue()):
+            bound = queue(channel)
+            bound.declare()
+            dropped += bound.purge() or 0
+    return dropped

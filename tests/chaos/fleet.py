@@ -2,7 +2,7 @@
 their own, and tallies of what came out of them.
 
 The processes are the ones operators run (``celery -A worker worker``, started by
-:mod:`tests.ops.processes`), so a ``kill -9`` or a broker restart hits what production runs.
+:mod:`tests.processes`), so a ``kill -9`` or a broker restart hits what production runs.
 Nothing here is shared with the integration tests' in-thread worker: it consumes the default
 virtual host, these workers ``kling-chaos-test``.
 """
@@ -25,11 +25,10 @@ from typing import Any
 import redis
 
 from producers import Result, iter_results
-from producers.broker import connect, dead_letter_queue, job_queue
+from producers.broker import connect, dead_letter_queue, job_queue, purge_queues
 from producers.settings import Settings
 from simulator.testing import RunningSimulator
-from tests.integration.stack import purge_queues
-from tests.ops.processes import (
+from tests.processes import (
     Process,
     ensure_vhost,
     process_env,

@@ -4,11 +4,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from producers.broker import purge_queues
 from simulator.testing import RunningSimulator
 from tests.integration.stack import (
     Stack,
     clear_fleet_state,
-    purge_queues,
     running_stack,
     stack_settings,
 )

@@ -15,7 +15,7 @@ from celery.contrib.testing.worker import start_worker
 from pydantic import SecretStr
 
 from producers import KlingVideo, Producer, Result, S3Object, VideoUrl, iter_results
-from producers.broker import connect, dead_letter_queue, job_queue, result_queue
+from producers.broker import purge_queues
 from producers.names import TASK_NAME
 from producers.settings import Settings
 from simulator.testing import RunningSimulator
@@ -44,15 +44,6 @@ def stack_settings(
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
-
-
-def purge_queues(settings: Settings) -> None:
-    with connect(settings) as connection:
-        channel = connection.default_channel
-        for queue in (job_queue(), result_queue(), dead_letter_queue()):
-            bound = queue(channel)
-            bound.declare()
-            bound.purge()
 
 
 def clear_fleet_state(settings: Settings) -> None:

@@ -13,11 +13,10 @@ from pathlib import Path
 import pytest
 
 from producers import KlingVideo, Producer, Result, iter_results
-from producers.broker import connect, job_queue
+from producers.broker import connect, job_queue, purge_queues
 from producers.settings import Settings
 from simulator.testing import RunningSimulator
-from tests.integration.stack import purge_queues
-from tests.ops.processes import (
+from tests.processes import (
     Process,
     ensure_vhost,
     process_env,

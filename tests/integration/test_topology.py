@@ -6,13 +6,7 @@ from pathlib import Path
 
 from producers.broker import connect, dead_letter_queue, job_queue, result_queue
 from producers.settings import Settings
-from tests.ops.processes import (
-    ensure_vhost,
-    process_env,
-    running,
-    wait_for_worker,
-    worker_command,
-)
+from tests.processes import ensure_vhost, process_env, running, wait_for_worker, worker_command
 
 VHOST = "kling-topology-test"
 NODE = "topology@localhost"

@@ -19,17 +19,14 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from producers import KlingVideo, Producer, Result, S3Object, VideoUrl, iter_results
+from producers.broker import purge_queues
 from producers.settings import Settings
 from simulator.samples import SAMPLE_CLIPS
 from simulator.testing import RunningSimulator
-from tests.integration.stack import purge_queues
-from tests.ops.processes import (
-    FLOWER_PASSWORD,
-    FLOWER_USER,
-    OPS_VHOST,
+from tests.ops.processes import FLOWER_PASSWORD, FLOWER_USER, OPS_VHOST, flower_command
+from tests.processes import (
     Process,
     ensure_vhost,
-    flower_command,
     free_port,
     process_env,
     running,

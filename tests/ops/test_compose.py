@@ -15,7 +15,7 @@ import yaml
 from producers.cli import main as kling_jobs
 from producers.settings import Settings
 from simulator.cli import _parser as simulator_parser
-from tests.ops.processes import ROOT
+from tests.processes import ROOT
 from worker import metrics
 from worker.healthcheck import _parser as health_parser
 

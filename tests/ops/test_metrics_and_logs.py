@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.ops.conftest import OpsRun, Samples
-from tests.ops.processes import ROOT, process_env
+from tests.processes import ROOT, process_env
 from tests.services import API_KEY
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]

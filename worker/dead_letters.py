@@ -78,14 +78,15 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
 def task_shape_problem(message: Any) -> str | None:
     """Why a JSON task message cannot be run, or ``None`` to let Celery judge it.
 
-    Protocol 2 needs a task id and a body ``[args: list, kwargs: object, embed: object | null]``.
-    Messages of other content types are left to Celery, which refuses anything but JSON.
+    Protocol 2 needs JSON, a task id and a body ``[args: list, kwargs: object, embed: object |
+    null]``. Any other content type is refused here, before anything tries to decode it (a
+    message with no content type would reach the task as raw bytes).
     """
     headers = message.headers
     if not isinstance(headers, dict) or "task" not in headers:
         return None
     if message.content_type != "application/json":
-        return None
+        return f"content type {message.content_type!r} refused: workers accept JSON only"
     task_id = headers.get("id")
     if not isinstance(task_id, str) or not task_id:
         return "malformed task message: no task id"

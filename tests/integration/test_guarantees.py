@@ -106,7 +106,7 @@ GARBAGE: dict[str, tuple[bytes, str, dict[str, Any], str]] = {
         pickle.dumps(((), {"job": {"job_id": "x"}}, {})),
         "application/x-python-serialize",
         _task_headers(),
-        "pickle",
+        "x-python-serialize",
     ),
     "not-json": (b"{this is not json", "application/json", _task_headers(), "decode"),
     "invalid-utf8": (

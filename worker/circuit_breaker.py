@@ -22,6 +22,8 @@ from worker.errors import AccountBlocked, AuthFailed, JobFailure
 
 logger = logging.getLogger(__name__)
 
+#: How long a worker process trusts a closed breaker it read from Redis.
+CLOSED_RECHECK_S = 0.5
 #: Errors that open the breaker.
 TRIPPING_ERRORS: tuple[type[JobFailure], ...] = (AuthFailed, AccountBlocked)
 
@@ -40,12 +42,33 @@ def breaker_error(error_type: str, message: str, api_code: int | None) -> JobFai
 
 
 class RedisBreaker:
-    def __init__(self, client: redis.Redis, *, open_s: float, key: str = "kling:circuit") -> None:
+    """The breaker shared by the fleet. A closed state read from Redis is trusted for
+    ``recheck_s``, so the common case costs one Redis call per process every so often rather
+    than one per job; a trip elsewhere reaches this process within that time."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        open_s: float,
+        key: str = "kling:circuit",
+        recheck_s: float = CLOSED_RECHECK_S,
+    ) -> None:
         self._redis = client
         self._open_s = open_s
         self._key = key
+        self._recheck_s = recheck_s
+        self._closed_until = 0.0
 
     def open_error(self) -> JobFailure | None:
+        if time.monotonic() < self._closed_until:
+            return None
+        error = self._read()
+        if error is None:
+            self._closed_until = time.monotonic() + self._recheck_s
+        return error
+
+    def _read(self) -> JobFailure | None:
         try:
             raw = self._redis.get(self._key)
         except redis.RedisError as exc:
@@ -59,6 +82,7 @@ class RedisBreaker:
 
     def trip(self, error: JobFailure) -> None:
         state = {"type": error.error_type, "message": error.message, "api_code": error.api_code}
+        self._closed_until = 0.0
         try:
             self._redis.set(self._key, json.dumps(state), px=int(self._open_s * 1000))
         except redis.RedisError as exc:

@@ -44,7 +44,10 @@ class OutcomeStore(Protocol):
 
     def record(self, result: Result) -> None: ...
 
-    def try_lease(self, job_id: str, holder: str, lease_s: float) -> bool: ...
+    def claim(self, job_id: str, holder: str, lease_s: float) -> Result | bool:
+        """In one step: the recorded outcome if there is one, else whether ``holder`` now has
+        the lease. A worker that finishes records before it releases, so a lease taken here
+        means no outcome is on its way."""
 
     def release(self, job_id: str, holder: str) -> None: ...
 
@@ -58,10 +61,20 @@ class RedisOutcomeStore:
         "return 0"
     )
 
+    #: The outcome (KEYS[1]) if recorded, else 1 if the lease (KEYS[2]) was free and is now
+    #: ARGV[1]'s for ARGV[2] ms, else 0: one round trip instead of three.
+    _CLAIM = (
+        "local outcome = redis.call('get', KEYS[1]) "
+        "if outcome then return outcome end "
+        "if redis.call('set', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end "
+        "return 0"
+    )
+
     def __init__(self, client: redis.Redis, prefix: str = "kling:job:") -> None:
         self._redis = client
         self._prefix = prefix
         self._release = client.register_script(self._RELEASE)
+        self._claim = client.register_script(self._CLAIM)
 
     def recorded(self, job_id: str) -> Result | None:
         raw = self._redis.get(f"{self._prefix}{job_id}:outcome")
@@ -71,9 +84,12 @@ class RedisOutcomeStore:
         key = f"{self._prefix}{result.job_id}:outcome"
         self._redis.set(key, result.to_json(), ex=OUTCOME_TTL_S)
 
-    def try_lease(self, job_id: str, holder: str, lease_s: float) -> bool:
-        key = f"{self._prefix}{job_id}:lease"
-        return bool(self._redis.set(key, holder, nx=True, px=max(1, int(lease_s * 1000))))
+    def claim(self, job_id: str, holder: str, lease_s: float) -> Result | bool:
+        keys = [f"{self._prefix}{job_id}:outcome", f"{self._prefix}{job_id}:lease"]
+        answer = self._claim(keys=keys, args=[holder, max(1, int(lease_s * 1000))])
+        if isinstance(answer, bytes | str):
+            return Result.model_validate_json(answer)
+        return bool(answer)
 
     def release(self, job_id: str, holder: str) -> None:
         self._release(keys=[f"{self._prefix}{job_id}:lease"], args=[holder])
@@ -107,9 +123,12 @@ class LocalOutcomeStore:
             while len(self._outcomes) > self._max_outcomes:
                 self._outcomes.popitem(last=False)
 
-    def try_lease(self, job_id: str, holder: str, lease_s: float) -> bool:
+    def claim(self, job_id: str, holder: str, lease_s: float) -> Result | bool:
         now = time.monotonic()
         with self._lock:
+            entry = self._outcomes.get(job_id)
+            if entry is not None and entry[0] >= now:
+                return entry[1]
             current = self._leases.get(job_id)
             if current is not None and current[0] > now and current[1] != holder:
                 return False
@@ -134,16 +153,15 @@ class JobLease:
         """Yield the recorded outcome (no lease taken), or ``None`` while holding the lease."""
         holder = uuid.uuid4().hex
         while True:
-            recorded = self._store.recorded(job_id)
-            if recorded is not None:
-                yield recorded
+            claimed = self._store.claim(job_id, holder, self._lease_s)
+            if isinstance(claimed, Result):
+                yield claimed
                 return
-            if self._store.try_lease(job_id, holder, self._lease_s):
+            if claimed:
                 break
             time.sleep(LEASE_POLL_S)
         try:
-            # Another worker may have finished between our look and our lease.
-            yield self._store.recorded(job_id)
+            yield None
         finally:
             try:
                 self._store.release(job_id, holder)

@@ -29,19 +29,29 @@ def test_the_store_forgets_the_oldest_outcome_beyond_its_bound() -> None:
 def test_a_lease_is_exclusive_until_released() -> None:
     store = LocalOutcomeStore()
 
-    assert store.try_lease("job", "worker-1", lease_s=60)
-    assert not store.try_lease("job", "worker-2", lease_s=60)
+    assert store.claim("job", "worker-1", lease_s=60)
+    assert not store.claim("job", "worker-2", lease_s=60)
     store.release("job", "worker-2")  # not the holder: no effect
-    assert not store.try_lease("job", "worker-2", lease_s=60)
+    assert not store.claim("job", "worker-2", lease_s=60)
     store.release("job", "worker-1")
-    assert store.try_lease("job", "worker-2", lease_s=60)
+    assert store.claim("job", "worker-2", lease_s=60)
 
 
 def test_an_expired_lease_can_be_taken_over() -> None:
     store = LocalOutcomeStore()
 
-    assert store.try_lease("job", "crashed-worker", lease_s=0.0)
-    assert store.try_lease("job", "next-worker", lease_s=60)
+    assert store.claim("job", "crashed-worker", lease_s=0.0)
+    assert store.claim("job", "next-worker", lease_s=60)
+
+
+def test_a_claim_returns_the_recorded_outcome_instead_of_a_lease() -> None:
+    store = LocalOutcomeStore()
+    store.record(outcome("job"))
+
+    claimed = store.claim("job", "worker-1", lease_s=60)
+
+    assert isinstance(claimed, Result)
+    assert claimed.job_id == "job"
 
 
 def test_only_outcomes_about_the_clip_are_worth_remembering() -> None:

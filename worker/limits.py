@@ -120,6 +120,31 @@ def limiter_from_settings(
     )
 
 
+@contextmanager
+def _holding(
+    *,
+    take: Callable[[], None],
+    give_back: Callable[[bool], None],
+    record_wait: Callable[[float], None],
+) -> Iterator[None]:
+    """Take a slot (timing the wait), hold it for the call, give it back saying whether the
+    call went well: the part of ``slot()`` both limiters share."""
+    started = time.monotonic()
+    take()
+    waited = time.monotonic() - started
+    metrics.observe_limiter_wait(waited)
+    record_wait(waited)
+    ok = False
+    try:
+        yield
+        ok = True
+    except BaseException as exc:
+        ok = _succeeded(exc)
+        raise
+    finally:
+        give_back(ok)
+
+
 def _succeeded(exc: BaseException | None) -> bool:
     """Whether a call counts toward recovery: any answer but a retryable failure does."""
     return exc is None or not isinstance(exc, RetryableError)
@@ -239,24 +264,17 @@ class RedisLimiter:
         self._stats_lock = threading.Lock()
         self.stats = LimiterStats()
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
+    def slot(self) -> AbstractContextManager[None]:
         holder = self._holder_prefix + uuid.uuid4().hex
-        started = time.monotonic()
-        self._take(holder)
-        waited = time.monotonic() - started
-        metrics.observe_limiter_wait(waited)
+        return _holding(
+            take=lambda: self._take(holder),
+            give_back=lambda ok: self._give_back(holder, succeeded=ok),
+            record_wait=self._record_wait,
+        )
+
+    def _record_wait(self, waited_s: float) -> None:
         with self._stats_lock:
-            self.stats.record_wait(waited)
-        ok = False
-        try:
-            yield
-            ok = True
-        except BaseException as exc:
-            ok = _succeeded(exc)
-            raise
-        finally:
-            self._give_back(holder, succeeded=ok)
+            self.stats.record_wait(waited_s)
 
     def report_busy(self) -> None:
         with self._stats_lock:
@@ -362,23 +380,16 @@ class LocalLimiter:
         self._calls = threading.local()
         self.stats = LimiterStats()
 
-    @contextmanager
-    def slot(self) -> Iterator[None]:
-        started = time.monotonic()
-        self._take()
-        waited = time.monotonic() - started
-        metrics.observe_limiter_wait(waited)
+    def slot(self) -> AbstractContextManager[None]:
+        return _holding(
+            take=self._take,
+            give_back=lambda ok: self._give_back(succeeded=ok),
+            record_wait=self._record_wait,
+        )
+
+    def _record_wait(self, waited_s: float) -> None:
         with self._cond:
-            self.stats.record_wait(waited)
-        ok = False
-        try:
-            yield
-            ok = True
-        except BaseException as exc:
-            ok = _succeeded(exc)
-            raise
-        finally:
-            self._give_back(succeeded=ok)
+            self.stats.record_wait(waited_s)
 
     def report_busy(self) -> None:
         with self._cond:

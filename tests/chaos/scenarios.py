@@ -298,20 +298,7 @@ def upstream_faults(
         KLING_BACKOFF_BASE_SECONDS="0.1",
         KLING_BACKOFF_MAX_SECONDS="1.0",
     )
-    tally = Tally()
-    started = time.monotonic()
-    with chaos_fleet(workdir, env) as fleet:
-        worker = fleet.start_worker()
-        with Producer(fleet.settings) as producer:
-            producer.submit_many(batch)
-        collect(
-            fleet.settings,
-            tally,
-            until=every(job_ids),
-            timeout_s=RESULTS_TIMEOUT_S,
-            alive=worker.check_alive,
-        )
-        settle(fleet.settings, tally, quiet_s=0.5)
+    tally, started = run_batch(workdir, env, batch, job_ids)
     stats = sim.stats()
     attempts = Counter(result.attempts for result in tally.results.values())
     note = f"fail_rate {fail_rate:g}, limit {max_concurrency}, attempts max {max(attempts)}"
@@ -332,9 +319,27 @@ def permanent_failures(
     sim.set_faults(fail_rate=fail_rate, fail_codes=[1201], seed=7)
     batch = kling_jobs(sim, "refused", jobs)
     job_ids = {job.job_id for job in batch}
+    tally, started = run_batch(workdir, worker_settings(sim, api_key), batch, job_ids)
+    stats = sim.stats()
+    outcomes = Counter(_outcome(result) for result in tally.results.values())
+    note = ", ".join(f"{name} {n}" for name, n in sorted(outcomes.items()))
+    return Run(
+        figures("upstream permanent", tally, jobs, stats, started, note),
+        tally,
+        job_ids,
+        stats,
+        evidence={"outcomes": outcomes},
+    )
+
+
+def run_batch(
+    workdir: Path, env: dict[str, str], batch: list[Job], job_ids: set[str]
+) -> tuple[Tally, float]:
+    """One worker, the whole batch submitted at once, every result collected; returns the tally
+    and when the run started."""
     tally = Tally()
     started = time.monotonic()
-    with chaos_fleet(workdir, worker_settings(sim, api_key)) as fleet:
+    with chaos_fleet(workdir, env) as fleet:
         worker = fleet.start_worker()
         with Producer(fleet.settings) as producer:
             producer.submit_many(batch)
@@ -346,16 +351,7 @@ def permanent_failures(
             alive=worker.check_alive,
         )
         settle(fleet.settings, tally, quiet_s=0.5)
-    stats = sim.stats()
-    outcomes = Counter(_outcome(result) for result in tally.results.values())
-    note = ", ".join(f"{name} {n}" for name, n in sorted(outcomes.items()))
-    return Run(
-        figures("upstream permanent", tally, jobs, stats, started, note),
-        tally,
-        job_ids,
-        stats,
-        evidence={"outcomes": outcomes},
-    )
+    return tally, started
 
 
 def _outcome(result: Result) -> str:

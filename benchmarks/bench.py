@@ -41,9 +41,9 @@ from benchmarks.harness import (
     running_fleet,
     running_simulator,
 )
+from contract.settings import Settings
+from contract.topology import purge_queues
 from producers import Producer
-from producers.broker import purge_queues
-from producers.settings import Settings
 
 #: Brokers the benchmark knows; RabbitMQ uses its own vhost when ``rabbitmqctl`` can make one.
 RABBITMQ_URL = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/kling-bench")

@@ -28,8 +28,8 @@ import requests
 from kombu.message import Message
 from kombu.messaging import Consumer
 
-from producers.broker import connect, result_queue
-from producers.settings import Settings
+from contract.settings import Settings
+from contract.topology import connect, result_queue
 
 REPO = Path(__file__).resolve().parents[1]
 #: The bearer key the workers send; the simulator runs without ``--api-key`` and accepts any.

@@ -5,7 +5,7 @@ overrides it, and it overrides ``FLOWER_*`` environment variables, so the basic-
 (``FLOWER_BASIC_AUTH=user:password``, from the env file) are deliberately not set here.
 """
 
-from worker.logs import SecretScrubber
+from worker.ops.logs import SecretScrubber
 
 _scrub = SecretScrubber()
 

@@ -5,17 +5,21 @@
 ...     job_id = producer.submit(S3Object(bucket="uploads", key="clips/a.mp4"))
 """
 
+from contract.jobs import Job, KlingVideo, S3Object, VideoUrl, make_job
+from contract.results import Result, ResultError, VideoFacts
+from contract.settings import Settings
 from producers.consume import iter_results
-from producers.jobs import InvalidJobError, Job, KlingVideo, S3Object, VideoUrl, make_job
+from producers.errors import ContractError, InvalidJobError, ProducerError, PublishNotConfirmed
 from producers.producer import Producer
-from producers.results import Result, ResultError, VideoFacts
-from producers.settings import Settings
 
 __all__ = [
+    "ContractError",
     "InvalidJobError",
     "Job",
     "KlingVideo",
     "Producer",
+    "ProducerError",
+    "PublishNotConfirmed",
     "Result",
     "ResultError",
     "S3Object",

@@ -1,24 +1,50 @@
-"""``kling-jobs``: enqueue init-selection jobs, read their results, or run the local demo."""
+"""``kling-jobs``: enqueue init-selection jobs and read their results.
+
+Other installed packages may add commands through the ``kling_jobs.commands`` entry-point group:
+the development stack adds ``kling-jobs demo`` that way (``devstack/demo.py``), so this client
+library needs none of the stack's dependencies.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from importlib.metadata import entry_points
 from typing import IO, Any
 
 import click
 
+from contract.errors import InvalidJobError
+from contract.jobs import Job, KlingVideo, S3Object, VideoUrl
+from contract.names import RESULT_QUEUE
+from contract.settings import Settings
 from producers.consume import iter_results
-from producers.jobs import InvalidJobError, Job, KlingVideo, S3Object, VideoUrl
-from producers.names import RESULT_QUEUE
 from producers.producer import Producer
-from producers.settings import Settings
 
 #: Exit status for input that breaks the contract (nothing was enqueued).
 EXIT_INVALID = 2
+#: Entry-point group of the commands other packages add to ``kling-jobs``.
+COMMANDS_GROUP = "kling_jobs.commands"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The built-in commands, and those other packages add through :data:`COMMANDS_GROUP`."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        added = (entry.name for entry in entry_points(group=COMMANDS_GROUP))
+        return sorted({*super().list_commands(ctx), *added})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        for entry in entry_points(group=COMMANDS_GROUP, name=cmd_name):
+            loaded: click.Command = entry.load()
+            return loaded
+        return None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """Enqueue Kling init-selection jobs and read their results.
 
@@ -97,19 +123,6 @@ def results(follow: bool, max_results: int | None, queue: str) -> None:
             click.echo(result.to_json())
     except KeyboardInterrupt:
         pass
-
-
-@main.command()
-@click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds to wait.")
-def demo(timeout_s: float) -> None:
-    """Run the whole pipeline on this machine with nothing configured.
-
-    Starts the API simulator, a local S3 server with sample clips, the embedded broker and a
-    worker; submits Kling, S3 and URL jobs plus one invalid job; prints each result.
-    """
-    from producers.demo import run_demo  # the demo needs the [demo] extra; import it late
-
-    sys.exit(run_demo(timeout_s=timeout_s))
 
 
 def _single_source(

@@ -8,10 +8,10 @@ from queue import Empty
 
 from pydantic import ValidationError
 
-from producers.broker import connect, result_queue
-from producers.names import RESULT_QUEUE
-from producers.results import Result
-from producers.settings import Settings
+from contract.names import RESULT_QUEUE
+from contract.results import Result
+from contract.settings import Settings
+from contract.topology import connect, result_queue
 
 logger = logging.getLogger(__name__)
 

@@ -28,19 +28,13 @@ from celery import Celery
 from kombu.connection import Connection
 from kombu.messaging import Producer as KombuProducer
 
-from producers.broker import JOB_EXCHANGE, connect, job_queue
-from producers.jobs import (
-    InvalidJobError,
-    Job,
-    KlingVideo,
-    S3Object,
-    VideoUrl,
-    complete_job,
-    make_job,
-)
-from producers.names import JOB_QUEUE, TASK_NAME
-from producers.redaction import redact_url
-from producers.settings import Settings
+from contract.errors import InvalidJobError
+from contract.jobs import Job, KlingVideo, S3Object, VideoUrl, complete_job, make_job
+from contract.names import JOB_QUEUE, TASK_NAME
+from contract.redaction import redact_url
+from contract.settings import Settings
+from contract.topology import JOB_EXCHANGE, connect, job_queue
+from producers.errors import PublishNotConfirmed
 
 JobLike = Job | Mapping[str, Any]
 
@@ -48,14 +42,6 @@ JobLike = Job | Mapping[str, Any]
 CONFIRM_WINDOW = 2000
 #: Longest :meth:`Producer.submit_many` waits for the broker to confirm what it has sent.
 CONFIRM_TIMEOUT_S = 30.0
-
-
-class PublishNotConfirmed(Exception):
-    """Raised when the broker nacks a job, does not confirm it in time, or closes the channel.
-
-    Some of the jobs may have been enqueued: submitting them all again is safe, since a
-    ``job_id`` never opens a second session (CONTRACT.md, "A job").
-    """
 
 
 logger = logging.getLogger(__name__)

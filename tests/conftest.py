@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from producers.local_s3 import running_s3_server, upload_files
+from devstack.local_s3 import LOCAL_AWS_ENV, LocalS3, running_s3_server, upload_files
 from simulator.samples import SAMPLE_CLIPS, sample_clip_path
 from simulator.testing import RunningSimulator, running_simulator
 from tests.services import (
@@ -37,17 +37,28 @@ def redis_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def local_s3() -> Iterator[LocalS3]:
     """A real S3-protocol server over HTTP holding every sample clip twice: privately in
-    ``uploads`` (readable only through a presigned URL) and publicly in ``public``."""
-    with running_s3_server() as endpoint:
+    ``uploads`` (readable only through a presigned URL) and publicly in ``public``.
+
+    Its fake credentials are put in this test process's environment for the session, where the
+    workers that tests run in threads find them through boto3's usual chain.
+    """
+    with running_s3_server() as s3, pytest.MonkeyPatch.context() as env:
+        for name, value in LOCAL_AWS_ENV.items():
+            env.setenv(name, value)
         samples = [
             (f"clips/{clip.filename}", sample_clip_path(name))
             for name, clip in SAMPLE_CLIPS.items()
         ]
-        upload_files(endpoint, SAMPLES_BUCKET, samples)
-        upload_files(endpoint, PUBLIC_BUCKET, samples, public=True)
-        yield endpoint
+        upload_files(s3, SAMPLES_BUCKET, samples)
+        upload_files(s3, PUBLIC_BUCKET, samples, public=True)
+        yield s3
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(local_s3: LocalS3) -> str:
+    return local_s3.endpoint_url
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""The Celery application, configured from the one :class:`~producers.settings.Settings` object.
+"""The Celery application, configured from the one :class:`~contract.settings.Settings` object.
 
 ``celery -A worker worker`` finds :data:`app` here; tests and the demo build their own with
 :func:`create_app`.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import weakref
+from os import EX_CONFIG
 from typing import Any
 
 from celery import Celery, states
@@ -16,23 +17,32 @@ from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
     task_postrun,
-    task_prerun,
+    worker_init,
+    worker_process_init,
     worker_ready,
     worker_shutdown,
     worker_shutting_down,
 )
 
 import worker.tasks  # noqa: F401  (registers kling.init_selection on every app)
-from producers.broker import declare_topology, job_queue, transport_options, warn_embedded_broker
-from producers.names import JOB_QUEUE, TASK_NAME
-from producers.settings import Settings
-from worker import logs, metrics
+from contract.names import JOB_QUEUE, TASK_NAME
+from contract.settings import Settings
+from contract.topology import (
+    broker_transport,
+    declare_topology,
+    job_queue,
+    transport_options,
+    warn_embedded_broker,
+)
+from worker.errors import ConfigurationError
+from worker.ops import logs, metrics
 from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
 
 #: The pool ``celery -A worker worker`` uses with no options. Threads: the work is one blocking
-#: HTTP call per job, and unlike gevent the pool can be chosen in configuration (README, "Pool").
+#: HTTP call per job, and unlike gevent the pool can be chosen in configuration
+#: (docs/guarantees.md, "Pool").
 DEFAULT_POOL = "threads"
 
 
@@ -40,16 +50,28 @@ _apps: weakref.WeakSet[WorkerApp] = weakref.WeakSet()
 
 
 class WorkerApp(Celery):  # type: ignore[misc]
-    """A Celery app that carries its settings and builds the per-process resources lazily."""
+    """A Celery app that carries its settings and the per-process resources.
 
-    def __init__(self, settings: Settings) -> None:
+    Nothing happens at construction: the settings (environment and ``.env``) are read when the
+    configuration is first needed, and the runtime is built when the worker starts
+    (:func:`_on_worker_init`), or on the first job of a worker started another way.
+    """
+
+    def __init__(self, settings: Settings | None = None) -> None:
         super().__init__("worker", set_as_current=False)
-        self.settings = settings
+        self._settings = settings
         self._runtime: Runtime | None = None
         self._runtime_lock = threading.Lock()
         #: Set on warm shutdown: jobs waiting to retry are handed back to the broker.
         self.stopping = threading.Event()
+        self.add_defaults(lambda: celery_config(self.settings))
         _apps.add(self)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = Settings()
+        return self._settings
 
     @property
     def runtime(self) -> Runtime:
@@ -58,6 +80,11 @@ class WorkerApp(Celery):  # type: ignore[misc]
                 if self._runtime is None:
                     self._runtime = Runtime.build(self.settings, stopping=self.stopping)
         return self._runtime
+
+    def forget_runtime(self) -> None:
+        """Drop an inherited runtime without closing it (a forked child must not share its
+        parent's sockets); the child builds its own on its first job."""
+        self._runtime = None
 
     def close_runtime(self) -> None:
         with self._runtime_lock:
@@ -70,6 +97,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for this workload: JSON only, late acks, long I/O, task events on."""
     return {
         "broker_url": settings.broker_url,
+        "broker_transport": broker_transport(settings),
         "broker_transport_options": transport_options(settings),
         "broker_connection_retry_on_startup": True,
         # Keep reconnecting for as long as it takes: a broker restart must not need a person.
@@ -77,7 +105,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_pool_limit": settings.worker_concurrency + 16,
         # No AMQP heartbeats (TCP keepalive instead): with them Celery's event loop also reads
         # the task-events connection, racing pool threads that wait there for publish confirms,
-        # and a worker under load stalls (README, "Performance"); gevent slows 40× (calibration).
+        # and a worker under load stalls (docs/history/2026-11-25-performance.md); gevent slows
+        # 40× (docs/calibration.md, trap 1).
         "broker_heartbeat": 0,
         "accept_content": ["json"],
         "task_serializer": "json",
@@ -109,10 +138,25 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 
 def create_app(settings: Settings | None = None) -> WorkerApp:
-    settings = settings or Settings()
-    app = WorkerApp(settings)
-    app.config_from_object(celery_config(settings))
-    return app
+    """An app on ``settings`` (default: the environment's, read when first needed)."""
+    return WorkerApp(settings)
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if not isinstance(app, WorkerApp):
+        return
+    try:
+        app.runtime  # noqa: B018  (built now, so a bad setting stops the worker at start)
+    except ConfigurationError as exc:
+        logger.critical("The worker cannot start: %s", exc)
+        # SystemExit passes through Celery's signal dispatch, which logs other errors and goes on.
+        raise SystemExit(EX_CONFIG) from exc
+
+
+def _on_worker_process_init(**_: Any) -> None:
+    for app in list(_apps):
+        app.forget_runtime()
 
 
 def _on_worker_ready(sender: Any = None, **_: Any) -> None:
@@ -139,12 +183,14 @@ def _on_worker_shutting_down(**_: Any) -> None:
         app.stopping.set()
 
 
+worker_init.connect(_on_worker_init, weak=False)
+worker_process_init.connect(_on_worker_process_init, weak=False)
 worker_ready.connect(_on_worker_ready, weak=False)
 worker_shutting_down.connect(_on_worker_shutting_down, weak=False)
 worker_shutdown.connect(_on_worker_shutdown, weak=False)
 
 
-# Operations (docs/operations.md): JSON logs, the metrics exporter, per-job upstream time.
+# Operations (docs/operations.md): JSON logs and the metrics exporter.
 def _on_logger_set_up(logger: logging.Logger | None = None, **_: Any) -> None:
     if logger is not None:
         logs.install(logger, Settings())
@@ -161,11 +207,6 @@ def _on_worker_shutdown_metrics(sender: Any = None, **_: Any) -> None:
         metrics.stop_exporter()
 
 
-def _on_task_prerun(sender: Any = None, **_: Any) -> None:
-    if getattr(sender, "name", None) == TASK_NAME:
-        metrics.start_job()
-
-
 def _on_task_postrun(sender: Any = None, state: str | None = None, **_: Any) -> None:
     # The task raises (Reject) only when its result could not be published.
     if getattr(sender, "name", None) == TASK_NAME and state in (states.REJECTED, states.FAILURE):
@@ -176,7 +217,6 @@ after_setup_logger.connect(_on_logger_set_up, weak=False)
 after_setup_task_logger.connect(_on_logger_set_up, weak=False)
 worker_ready.connect(_on_worker_ready_metrics, weak=False)
 worker_shutdown.connect(_on_worker_shutdown_metrics, weak=False)
-task_prerun.connect(_on_task_prerun, weak=False)
 task_postrun.connect(_on_task_postrun, weak=False)
 
 app = create_app()

@@ -14,6 +14,8 @@
     │   ├── BadGatewayAnswer        bad_gateway_answer
     │   └── UpstreamUnavailable     upstream_unavailable: a retryable failure past the budget
     ├── WorkerStopping              the worker is shutting down: hand the job back, unfinished
+    ├── StoreUnavailable            the fleet's shared store (Redis) did not answer
+    ├── ConfigurationError          the worker cannot start with these settings
     └── RetryableError              try again after a backoff
         ├── UpstreamBusy            rate and parallel-task limits (1302, 1303, gateway 429)
         └── UpstreamDown            5xx, timeouts, dropped connections, S3 unreachable
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from producers.results import ErrorType, ResultError
+from contract.results import ErrorType, ResultError
 
 
 class KlingWorkerError(Exception):
@@ -122,3 +124,11 @@ class UpstreamBusy(RetryableError):
 
 class UpstreamDown(RetryableError):
     """Raised on 5xx answers, timeouts and connection failures."""
+
+
+class StoreUnavailable(KlingWorkerError):
+    """Raised when the fleet's shared store (``REDIS_URL``) cannot be reached or answered badly."""
+
+
+class ConfigurationError(KlingWorkerError):
+    """Raised at worker start when a setting cannot work (an unreachable store, a bad endpoint)."""

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from producers.jobs import MAX_METADATA_BYTES, Job, metadata_size
-from producers.redaction import redact_raw_source, redact_source
-from producers.results import Result, ResultError
-from worker import metrics
-from worker.answers import OpenedSession
+from contract.jobs import MAX_METADATA_BYTES, Job, metadata_size
+from contract.redaction import redact_raw_source, redact_source
+from contract.results import Result, ResultError
 from worker.backoff import Backoff
-from worker.circuit_breaker import TRIPPING_ERRORS, BreakerState
+from worker.coordination.breaker import TRIPPING_ERRORS, BreakerState
+from worker.coordination.limits import CallLimiter, unlimited
 from worker.errors import (
     InvalidJob,
     JobFailure,
@@ -27,9 +27,10 @@ from worker.errors import (
     UpstreamUnavailable,
     WorkerStopping,
 )
-from worker.kling_client import KlingClient
-from worker.limits import CallLimiter, unlimited
+from worker.ops import metrics
 from worker.sources import SourceResolver
+from worker.upstream.answers import OpenedSession
+from worker.upstream.client import KlingClient
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,15 @@ SESSION_LIFETIME = timedelta(hours=24)
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A job's terminal result, and the time its init-selection calls took."""
+
+    result: Result
+    #: Every attempt's call together; ``None`` when no call was made.
+    upstream_s: float | None = None
 
 
 @dataclass
@@ -55,14 +65,16 @@ class Pipeline:
     #: Fleet-wide concurrency cap, rate and back-off around each call (worker/limits.py).
     limiter: CallLimiter = field(default_factory=unlimited)
 
-    def run(self, job: Job, *, received_at: datetime | None = None) -> Result:
+    def run(self, job: Job, *, received_at: datetime | None = None) -> Ran:
         attempts = 0
+        upstream_s: list[float] = []
         try:
             while True:
                 attempts += 1
                 try:
-                    opened = self._attempt(job)
-                    return succeeded(job, opened, attempts=attempts, received_at=received_at)
+                    opened = self._attempt(job, upstream_s)
+                    result = succeeded(job, opened, attempts=attempts, received_at=received_at)
+                    return Ran(result, sum(upstream_s))
                 except RetryableError as exc:
                     if attempts >= self.max_attempts:
                         raise UpstreamUnavailable(
@@ -84,7 +96,7 @@ class Pipeline:
                             f"worker stopping before retry {attempts + 1}"
                         ) from exc
         except JobFailure as exc:
-            return failed(
+            result = failed(
                 job.job_id,
                 exc.to_result_error(),
                 source=redact_source(job.source),
@@ -92,15 +104,21 @@ class Pipeline:
                 attempts=attempts,
                 submitted_at=job.submitted_at or received_at,
             )
+            return Ran(result, sum(upstream_s) if upstream_s else None)
 
-    def _attempt(self, job: Job) -> OpenedSession:
+    def _attempt(self, job: Job, upstream_s: list[float]) -> OpenedSession:
+        """One attempt; the time its call takes is appended to ``upstream_s``."""
         paused = self.breaker.open_error()
         if paused is not None:
             raise paused
         body = self.resolver.request_body(job.source)
         try:
             with self.limiter.slot():
-                return self.client.init_selection(body)
+                started = time.perf_counter()
+                try:
+                    return self.client.init_selection(body)
+                finally:
+                    upstream_s.append(time.perf_counter() - started)
         except UpstreamBusy:
             # The whole fleet slows down, rather than each task retrying blindly.
             self.limiter.report_busy()

@@ -8,14 +8,14 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.pools import ProducerPool
 
-from producers.broker import (
+from contract.names import DEAD_LETTER_QUEUE, DEAD_LETTER_REASON_HEADER, result_routing_key
+from contract.results import Result
+from contract.topology import (
     DEAD_LETTER_EXCHANGE,
     RESULTS_EXCHANGE,
     dead_letter_queue,
     result_queue,
 )
-from producers.names import DEAD_LETTER_QUEUE, DEAD_LETTER_REASON_HEADER, result_routing_key
-from producers.results import Result
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ PUBLISH_RETRY_POLICY: dict[str, Any] = {
 
 #: Most broker connections the publisher opens. A confirmed publish holds one for about a
 #: round trip, so a few serve hundreds of threads; one per thread cost memory in the worker and
-#: CPU in the broker (README, "Performance").
+#: CPU in the broker (docs/history/2026-11-25-performance.md).
 MAX_PUBLISH_CONNECTIONS = 8
 
 

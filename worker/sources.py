@@ -13,9 +13,9 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from producers.jobs import KlingVideo, S3Object, VideoUrl
-from producers.settings import Settings
-from worker.errors import SourceNotFound, UpstreamDown
+from contract.jobs import KlingVideo, S3Object, VideoUrl
+from contract.settings import Settings
+from worker.errors import ConfigurationError, SourceNotFound, UpstreamDown
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -42,7 +42,10 @@ class SourceResolver:
             # Local S3 servers (MinIO, moto) serve buckets on the path, not as subdomains.
             s3={"addressing_style": "path" if settings.s3_endpoint_url else "auto"},
         )
-        s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+        try:
+            s3 = boto3.client("s3", endpoint_url=settings.s3_endpoint_url, config=config)
+        except ValueError as exc:  # botocore's word for an endpoint that is not a URL
+            raise ConfigurationError(f"S3_ENDPOINT_URL is not usable: {exc}") from exc
         return cls(s3, presign_expires_s=settings.presign_expires_seconds)
 
     def request_body(self, source: KlingVideo | S3Object | VideoUrl) -> dict[str, Any]:

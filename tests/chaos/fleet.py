@@ -2,7 +2,7 @@
 their own, and tallies of what came out of them.
 
 The processes are the ones operators run (``celery -A worker worker``, started by
-:mod:`tests.processes`), so a ``kill -9`` or a broker restart hits what production runs.
+:mod:`devstack.processes`), so a ``kill -9`` or a broker restart hits what production runs.
 Nothing here is shared with the integration tests' in-thread worker: it consumes the default
 virtual host, these workers ``kling-chaos-test``.
 """
@@ -24,11 +24,9 @@ from typing import Any
 
 import redis
 
-from producers import Result, iter_results
-from producers.broker import connect, dead_letter_queue, job_queue, purge_queues
-from producers.settings import Settings
-from simulator.testing import RunningSimulator
-from tests.processes import (
+from contract.settings import Settings
+from contract.topology import connect, dead_letter_queue, job_queue, purge_queues
+from devstack.processes import (
     Process,
     ensure_vhost,
     process_env,
@@ -36,6 +34,8 @@ from tests.processes import (
     wait_for_worker,
     worker_command,
 )
+from producers import Result, iter_results
+from simulator.testing import RunningSimulator
 
 #: Prefix of the virtual host of each chaos run.
 CHAOS_VHOST = "kling-chaos-test"
@@ -232,7 +232,7 @@ def unacked_jobs(vhost: str) -> int | None:
 
 
 def recorded_outcomes(client: redis.Redis) -> set[str]:
-    """Job ids whose outcome the fleet has recorded (``worker.idempotency``)."""
+    """Job ids whose outcome the fleet has recorded (``worker.coordination.outcomes``)."""
     return {key.decode()[len("kling:job:") : -len(":outcome")] for key in _keys(client, "outcome")}
 
 

@@ -16,8 +16,8 @@ from typing import Any
 from hypothesis import strategies as st
 from kombu.connection import Connection
 
-from producers.jobs import JOB_ID_PATTERN
-from producers.names import JOB_QUEUE, TASK_NAME
+from contract.jobs import JOB_ID_PATTERN
+from contract.names import JOB_QUEUE, TASK_NAME
 
 #: Header that numbers each fuzzed message.
 SEQ_HEADER = "x-chaos-seq"

@@ -20,10 +20,10 @@ from hypothesis import HealthCheck, Phase, given
 from hypothesis import seed as hyp_seed
 from hypothesis import settings as hyp_settings
 
+from contract.jobs import Job, make_job
+from contract.names import DEAD_LETTER_REASON_HEADER, JOB_QUEUE
+from contract.topology import connect
 from producers import KlingVideo, Producer, Result, S3Object, VideoUrl
-from producers.broker import connect
-from producers.jobs import Job, make_job
-from producers.names import DEAD_LETTER_REASON_HEADER, JOB_QUEUE
 from simulator.testing import RunningSimulator
 from tests.chaos.fleet import (
     CHAOS_CONCURRENCY,

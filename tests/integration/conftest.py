@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from producers.broker import purge_queues
+from contract.topology import purge_queues
 from simulator.testing import RunningSimulator
 from tests.integration.stack import (
     Stack,

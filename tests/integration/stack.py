@@ -14,10 +14,10 @@ import redis
 from celery.contrib.testing.worker import start_worker
 from pydantic import SecretStr
 
+from contract.names import TASK_NAME
+from contract.settings import Settings
+from contract.topology import purge_queues
 from producers import KlingVideo, Producer, Result, S3Object, VideoUrl, iter_results
-from producers.broker import purge_queues
-from producers.names import TASK_NAME
-from producers.settings import Settings
 from simulator.testing import RunningSimulator
 from worker.app import WorkerApp, create_app
 

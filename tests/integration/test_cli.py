@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from producers.broker import connect, job_queue, purge_queues
-from producers.names import TASK_NAME
-from producers.results import Result
-from producers.settings import Settings
-from tests.processes import ROOT, ensure_vhost, process_env
+from contract.names import TASK_NAME
+from contract.results import Result
+from contract.settings import Settings
+from contract.topology import connect, job_queue, purge_queues
+from devstack.processes import ROOT, ensure_vhost, process_env
 from worker.errors import SourceNotFound
 from worker.pipeline import failed
 from worker.publisher import ResultPublisher

@@ -10,9 +10,9 @@ import pytest
 from kombu.connection import Connection
 from kombu.message import Message
 
+from contract.names import DEAD_LETTER_REASON_HEADER, JOB_QUEUE, TASK_NAME
+from contract.topology import JOB_EXCHANGE, connect, dead_letter_queue
 from producers import Producer, S3Object
-from producers.broker import JOB_EXCHANGE, connect, dead_letter_queue
-from producers.names import DEAD_LETTER_REASON_HEADER, JOB_QUEUE, TASK_NAME
 from tests.integration.stack import Stack
 from tests.services import SAMPLES_BUCKET
 

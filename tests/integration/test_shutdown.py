@@ -12,11 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from producers import KlingVideo, Producer, Result, iter_results
-from producers.broker import connect, job_queue, purge_queues
-from producers.settings import Settings
-from simulator.testing import RunningSimulator
-from tests.processes import (
+from contract.settings import Settings
+from contract.topology import connect, job_queue, purge_queues
+from devstack.processes import (
     Process,
     ensure_vhost,
     process_env,
@@ -24,6 +22,8 @@ from tests.processes import (
     wait_for_worker,
     worker_command,
 )
+from producers import KlingVideo, Producer, Result, iter_results
+from simulator.testing import RunningSimulator
 from tests.services import API_KEY
 
 VHOST = "kling-shutdown-test"

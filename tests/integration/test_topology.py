@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from producers.broker import connect, dead_letter_queue, job_queue, result_queue
-from producers.settings import Settings
-from tests.processes import ensure_vhost, process_env, running, wait_for_worker, worker_command
+from contract.settings import Settings
+from contract.topology import connect, dead_letter_queue, job_queue, result_queue
+from devstack.processes import ensure_vhost, process_env, running, wait_for_worker, worker_command
 
 VHOST = "kling-topology-test"
 NODE = "topology@localhost"

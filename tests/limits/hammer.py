@@ -23,8 +23,8 @@ from requests.adapters import HTTPAdapter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from worker.coordination.limits_redis import RedisLimiter
 from worker.errors import UpstreamBusy
-from worker.limits import RedisLimiter
 
 #: The body of every call: a clip the simulator knows, so no download is involved.
 BODY = {"video_id": "kling-demo-video-1", "task_id": "kling-demo-task-1"}

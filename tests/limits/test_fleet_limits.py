@@ -17,7 +17,7 @@ import redis
 
 from simulator.testing import RunningSimulator
 from tests.services import API_KEY
-from worker.limits import RedisLimiter
+from worker.coordination.limits_redis import RedisLimiter
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 

@@ -7,9 +7,11 @@ import time
 
 import pytest
 
-from producers.settings import Settings
+from contract.settings import Settings
+from worker.coordination.limits import LocalLimiter
+from worker.coordination.limits_redis import RedisLimiter
+from worker.coordination.store import Coordination
 from worker.errors import UpstreamBusy, VideoRejected
-from worker.limits import LocalLimiter, RedisLimiter, limiter_from_settings
 
 
 def run_calls(limiter: LocalLimiter, threads: int, calls_each: int, hold_s: float) -> int:
@@ -83,16 +85,16 @@ def test_busy_answers_lower_the_target_once_per_round_and_successes_recover_it()
 
 def test_without_redis_the_limiter_is_in_process() -> None:
     settings = Settings(_env_file=None, kling_max_concurrency=3, kling_max_rate=5.0)
-    limiter = limiter_from_settings(settings)
+    limiter = Coordination.from_settings(settings).limiter
     assert isinstance(limiter, LocalLimiter)
     assert (limiter.max_concurrency, limiter.max_rate) == (3, 5.0)
 
 
-def test_with_redis_the_limiter_is_fleet_wide_and_its_lease_outlives_a_call() -> None:
-    settings = Settings(
-        _env_file=None, redis_url="redis://127.0.0.1:6379/0", kling_timeout_seconds=30
-    )
-    limiter = limiter_from_settings(settings)
-    assert isinstance(limiter, RedisLimiter)
-    assert limiter.lease_s > 2 * settings.kling_timeout_seconds
-    limiter.close()
+def test_with_redis_the_limiter_is_fleet_wide_and_its_lease_outlives_a_call(
+    redis_url: str,
+) -> None:
+    settings = Settings(_env_file=None, redis_url=redis_url, kling_timeout_seconds=30)
+    coordination = Coordination.from_settings(settings)
+    assert isinstance(coordination.limiter, RedisLimiter)
+    assert coordination.limiter.lease_s > 2 * settings.kling_timeout_seconds
+    coordination.close()

@@ -6,16 +6,16 @@ import threading
 
 from pydantic import SecretStr
 
-from producers.jobs import KlingVideo, make_job
-from producers.settings import Settings
+from contract.jobs import KlingVideo, make_job
+from contract.settings import Settings
 from simulator.testing import RunningSimulator
 from tests.services import API_KEY
 from worker.backoff import Backoff
-from worker.circuit_breaker import LocalBreaker
-from worker.kling_client import KlingClient
-from worker.limits import LocalLimiter
+from worker.coordination.breaker import LocalBreaker
+from worker.coordination.limits import LocalLimiter
 from worker.pipeline import Pipeline
 from worker.sources import SourceResolver
+from worker.upstream.client import KlingClient
 
 SOURCE = KlingVideo(video_id="kling-demo-video-1", task_id="kling-demo-task-1")
 
@@ -44,7 +44,7 @@ def test_jobs_never_have_more_calls_in_flight_than_the_cap(sim: RunningSimulator
     results = []
 
     def run() -> None:
-        results.append(runner.run(make_job(SOURCE)))
+        results.append(runner.run(make_job(SOURCE)).result)
 
     threads = [threading.Thread(target=run) for _ in range(12)]
     for thread in threads:
@@ -58,7 +58,7 @@ def test_jobs_never_have_more_calls_in_flight_than_the_cap(sim: RunningSimulator
 def test_a_busy_answer_lowers_the_in_flight_target(sim: RunningSimulator) -> None:
     sim.set_faults(script=["kling:1303"])
     limiter = LocalLimiter(max_concurrency=10)
-    result = pipeline(sim, limiter).run(make_job(SOURCE))
+    result = pipeline(sim, limiter).run(make_job(SOURCE)).result
     assert result.status == "succeeded"
     assert result.attempts == 2
     assert limiter.stats.busy_reports == 1

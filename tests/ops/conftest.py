@@ -18,13 +18,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from producers import KlingVideo, Producer, Result, S3Object, VideoUrl, iter_results
-from producers.broker import purge_queues
-from producers.settings import Settings
-from simulator.samples import SAMPLE_CLIPS
-from simulator.testing import RunningSimulator
-from tests.ops.processes import FLOWER_PASSWORD, FLOWER_USER, OPS_VHOST, flower_command
-from tests.processes import (
+from contract.settings import Settings
+from contract.topology import purge_queues
+from devstack.processes import (
     Process,
     ensure_vhost,
     free_port,
@@ -34,6 +30,10 @@ from tests.processes import (
     wait_for_worker,
     worker_command,
 )
+from producers import KlingVideo, Producer, Result, S3Object, VideoUrl, iter_results
+from simulator.samples import SAMPLE_CLIPS
+from simulator.testing import RunningSimulator
+from tests.ops.processes import FLOWER_PASSWORD, FLOWER_USER, OPS_VHOST, flower_command
 from tests.services import API_KEY, PUBLIC_BUCKET, SAMPLES_BUCKET
 
 #: A query that looks like a presigned URL's: its values must never reach Flower or a log.

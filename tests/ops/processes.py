@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from tests.processes import ROOT
+from devstack.processes import ROOT
 
 #: The virtual host the operations tests run on.
 OPS_VHOST = "kling-ops-test"

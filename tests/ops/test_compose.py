@@ -12,16 +12,16 @@ from typing import Any
 import pytest
 import yaml
 
+from contract.settings import Settings
+from devstack.processes import ROOT
 from producers.cli import main as kling_jobs
-from producers.settings import Settings
 from simulator.cli import _parser as simulator_parser
-from tests.processes import ROOT
-from worker import metrics
-from worker.healthcheck import _parser as health_parser
+from worker.ops import metrics
+from worker.ops.healthcheck import _parser as health_parser
 
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / "config" / ".env.example"
-CONTRACT = ROOT.parent / "shared" / "CONTRACT.md"
+CONTRACT = ROOT / "docs" / "contract.md"
 OPERATIONS = ROOT / "docs" / "operations.md"
 #: Services an operator's stack needs (issue 6).
 REQUIRED_SERVICES = {"rabbitmq", "redis", "minio", "simulator", "worker", "flower", "producer"}

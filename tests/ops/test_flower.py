@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from contract.names import TASK_NAME
+from devstack.processes import ROOT, free_port, process_env, running, wait_for_http
 from producers import Producer, S3Object
-from producers.names import TASK_NAME
 from tests.ops.conftest import OpsRun, collect_results
 from tests.ops.processes import FLOWER_PASSWORD, FLOWER_USER, flower_command
-from tests.processes import ROOT, free_port, process_env, running, wait_for_http
 from tests.services import API_KEY, SAMPLES_BUCKET
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]

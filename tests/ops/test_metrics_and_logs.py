@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from devstack.processes import ROOT, process_env
 from tests.ops.conftest import OpsRun, Samples
-from tests.processes import ROOT, process_env
 from tests.services import API_KEY
 
 pytestmark = [pytest.mark.rabbitmq, pytest.mark.slow]
@@ -136,7 +136,7 @@ def test_the_health_check_passes_for_a_live_worker_and_fails_for_another(
 ) -> None:
     port = ops_run.metrics_url.removesuffix("/metrics").rsplit(":", 1)[1]
     env = process_env(ops_run.settings.broker_url, METRICS_PORT=port)
-    health = [sys.executable, "-m", "worker.healthcheck", "--timeout", "3"]
+    health = [sys.executable, "-m", "worker.ops.healthcheck", "--timeout", "3"]
 
     # A ping can be lost while the broker is busy: an orchestrator retries, so does the test.
     for _ in range(3):

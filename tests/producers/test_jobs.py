@@ -9,15 +9,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from producers.jobs import (
-    InvalidJobError,
-    KlingVideo,
-    S3Object,
-    VideoUrl,
-    complete_job,
-    make_job,
-    parse_job,
-)
+from contract.errors import InvalidJobError
+from contract.jobs import KlingVideo, S3Object, VideoUrl, complete_job, make_job, parse_job
 
 KLING_SOURCE: dict[str, Any] = {"kind": "kling", "video_id": "vid-1", "task_id": "task-1"}
 S3_SOURCE: dict[str, Any] = {

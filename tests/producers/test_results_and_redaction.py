@@ -11,12 +11,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from producers.jobs import KlingVideo, S3Object, VideoUrl, parse_job
-from producers.redaction import redact_raw_source, redact_source, redact_url
-from producers.results import Result, VideoFacts
-from worker.answers import OpenedSession
+from contract.jobs import KlingVideo, S3Object, VideoUrl, parse_job
+from contract.redaction import redact_raw_source, redact_source, redact_url
+from contract.results import Result, VideoFacts
 from worker.errors import UpstreamUnavailable, VideoRejected
 from worker.pipeline import failed, invalid_job_result, succeeded
+from worker.upstream.answers import OpenedSession
 
 #: The keys of the result example in CONTRACT.md, written out from the page.
 CONTRACT_RESULT_KEYS = {

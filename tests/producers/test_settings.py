@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from producers import broker
-from producers.broker import longest_job_s, transport_options
-from producers.settings import Settings
+from contract import topology as broker
+from contract.settings import Settings
+from contract.topology import longest_job_s, transport_options
 
 API_KEY = "sk-live-7b1e-super-secret"
 SECRET_KEY = "kling-secret-4d2a-super-secret"

@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 from kombu.entity import Queue
 
+from contract.names import JOB_QUEUE, TASK_NAME
+from contract.settings import Settings
+from contract.topology import JOB_EXCHANGE, connect, job_queue
 from producers import Producer
-from producers.broker import JOB_EXCHANGE, connect, job_queue
-from producers.names import JOB_QUEUE, TASK_NAME
-from producers.producer import PublishNotConfirmed
-from producers.settings import Settings
+from producers.errors import PublishNotConfirmed
 
 pytestmark = pytest.mark.rabbitmq
 

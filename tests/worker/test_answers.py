@@ -1,4 +1,4 @@
-"""Reading init-selection answers (../shared/kling-api.md, "The answer" and "Errors")."""
+"""Reading init-selection answers (docs/kling-api.md, "The answer" and "Errors")."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from worker.answers import KLING_CODE_ERRORS, OpenedSession, read_answer
 from worker.errors import (
     AccountBlocked,
     AuthFailed,
@@ -21,6 +20,7 @@ from worker.errors import (
     UpstreamDown,
     VideoRejected,
 )
+from worker.upstream.answers import KLING_CODE_ERRORS, OpenedSession, read_answer
 
 JSON = "application/json"
 HTML = "text/html; charset=utf-8"

@@ -10,9 +10,9 @@ from typing import Any
 import jwt
 import pytest
 
-from producers.settings import Settings
-from worker import auth
-from worker.auth import BearerKey, KlingJwt, NoCredentials, credentials_from
+from contract.settings import Settings
+from worker.upstream import auth
+from worker.upstream.auth import BearerKey, KlingJwt, NoCredentials, credentials_from
 
 ACCESS_KEY = "ak-1f2e3d"
 SECRET_KEY = "sk-secret-0a9b8c7d6e5f-long-enough-for-hs256"
@@ -22,7 +22,7 @@ T0 = 1_800_000_000
 
 
 class Clock:
-    """Stands in for ``time.time`` inside worker.auth."""
+    """Stands in for ``time.time`` inside worker.upstream.auth."""
 
     def __init__(self, now: float) -> None:
         self.now = now

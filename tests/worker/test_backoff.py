@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from producers.settings import Settings
+from contract.settings import Settings
 from worker.backoff import Backoff
 
 SEEDS = range(200)

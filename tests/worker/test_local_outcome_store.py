@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from producers.results import Result
+from contract.results import Result
+from worker.coordination.outcomes import LocalOutcomeStore, worth_remembering
 from worker.errors import AuthFailed, VideoRejected
-from worker.idempotency import LocalOutcomeStore, worth_remembering
 from worker.pipeline import failed
 
 

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from producers.jobs import Source
+from contract.jobs import Source
 
 Status = Literal["succeeded", "failed"]
 ErrorType = Literal[

@@ -13,7 +13,7 @@ import sys
 import urllib.request
 from collections.abc import Sequence
 
-from producers.settings import Settings
+from contract.settings import Settings
 from worker.app import app
 
 #: Node name ``celery -A worker worker`` takes when given no ``-n``.

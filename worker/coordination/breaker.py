@@ -18,6 +18,7 @@ from typing import Protocol
 
 import redis
 
+from contract import keys
 from worker.errors import AccountBlocked, AuthFailed, JobFailure
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class RedisBreaker:
         client: redis.Redis,
         *,
         open_s: float,
-        key: str = "kling:circuit",
+        key: str = keys.BREAKER,
         recheck_s: float = CLOSED_RECHECK_S,
     ) -> None:
         self._redis = client

@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from producers.redaction import REDACTED, SECRET_QUERY_PARAMS
-from producers.settings import Settings
+from contract.redaction import REDACTED, SECRET_QUERY_PARAMS
+from contract.settings import Settings
 
 #: Environment variables whose values are secrets although no setting of ours holds them.
 SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH")

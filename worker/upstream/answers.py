@@ -1,5 +1,5 @@
 """Reading the API's answers: success only when ``code == 0``, ``data.status == 0`` and a
-``session_id`` is present; everything else becomes a typed error (../shared/kling-api.md).
+``session_id`` is present; everything else becomes a typed error (docs/kling-api.md).
 
 Kling puts the reason in the body ``code``, so classification goes by the code first and by the
 HTTP status only where no code is given (CometAPI's gateway envelope, non-JSON answers).
@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from producers.results import VideoFacts
+from contract.results import VideoFacts
 from worker.errors import (
     AccountBlocked,
     AuthFailed,

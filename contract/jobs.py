@@ -24,6 +24,8 @@ from pydantic import (
     field_validator,
 )
 
+from contract.errors import InvalidJobError
+
 #: Largest ``metadata`` object, serialized as compact JSON.
 MAX_METADATA_BYTES = 16 * 1024
 #: Characters a ``job_id`` may hold (1-128 of them).
@@ -33,10 +35,6 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[?[0-9A-Fa-f:.]+\
 
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
-
-
-class InvalidJobError(ValueError):
-    """Raised when a message breaks the job contract; the message says how."""
 
 
 class _Frozen(BaseModel):

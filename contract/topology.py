@@ -12,14 +12,15 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from producers.names import (
+from contract.embedded_broker import TRANSPORT as EMBEDDED_TRANSPORT
+from contract.names import (
     DEAD_LETTER_QUEUE,
     JOB_QUEUE,
     RESULT_BINDING_KEY,
     RESULT_EXCHANGE,
     RESULT_QUEUE,
 )
-from producers.settings import Settings
+from contract.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         return {
             # Never redeliver a job that is still being retried.
             "visibility_timeout": max(MIN_VISIBILITY_TIMEOUT_S, 4 * longest_job_s(settings)),
-            # One connection per worker thread, or acks fail under load (calibration trap 2).
+            # One connection per worker thread, or acks fail under load
+            # (docs/calibration.md, trap 2).
             "max_connections": settings.worker_concurrency + 16,
         }
     if settings.broker_is_amqp:
@@ -87,7 +89,16 @@ def connect(settings: Settings) -> Connection:
     """A (lazy) kombu connection to the configured broker."""
     if settings.uses_embedded_broker:
         warn_embedded_broker(settings)
-    return Connection(settings.broker_url, transport_options=transport_options(settings))
+    return Connection(
+        settings.broker_url,
+        transport=broker_transport(settings),
+        transport_options=transport_options(settings),
+    )
+
+
+def broker_transport(settings: Settings) -> str | None:
+    """The transport class for ``settings.broker_url`` where the URL's scheme is not enough."""
+    return EMBEDDED_TRANSPORT if settings.uses_embedded_broker else None
 
 
 _warned = False

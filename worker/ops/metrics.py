@@ -30,7 +30,7 @@ from typing import Any, get_args
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from producers.results import ErrorType
+from contract.results import ErrorType
 from worker.errors import JobFailure, UpstreamBusy, UpstreamDown
 
 logger = logging.getLogger(__name__)
@@ -75,9 +75,6 @@ JOBS.labels(status="succeeded", error_type="")
 for _reason in ("upstream_busy", "upstream_down"):
     RETRIES.labels(reason=_reason)
 
-# Upstream time of the job the current thread (or greenlet, under gevent) is running.
-_current_job = threading.local()
-
 _exporter_lock = threading.Lock()
 _exporter: tuple[Any, threading.Thread] | None = None
 
@@ -97,7 +94,7 @@ def call_outcome(exc: BaseException | None) -> str:
 
 @contextmanager
 def upstream_call() -> Iterator[None]:
-    """Time one init-selection call: in-flight gauge, latency by outcome, the job's upstream time.
+    """Time one init-selection call: the in-flight gauge and the latency by outcome.
 
     The body should include reading the answer, so that the outcome is what the answer meant.
     """
@@ -113,19 +110,6 @@ def upstream_call() -> Iterator[None]:
         elapsed_s = time.perf_counter() - started
         UPSTREAM_IN_FLIGHT.dec()
         UPSTREAM_LATENCY.labels(outcome=call_outcome(failure)).observe(elapsed_s)
-        _current_job.upstream_s = (getattr(_current_job, "upstream_s", None) or 0.0) + elapsed_s
-
-
-def start_job() -> None:
-    """Forget the upstream time of any earlier job on this thread (a task is starting)."""
-    _current_job.upstream_s = None
-
-
-def take_job_upstream_seconds() -> float | None:
-    """Upstream time of this thread's job, all attempts together; ``None``: no call was made."""
-    value: float | None = getattr(_current_job, "upstream_s", None)
-    _current_job.upstream_s = None
-    return value
 
 
 def count_job(status: str, error_type: str | None) -> None:

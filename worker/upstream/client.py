@@ -9,11 +9,11 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from producers.settings import Settings
-from worker import metrics
-from worker.answers import OpenedSession, read_answer
-from worker.auth import Credentials, credentials_from
+from contract.settings import Settings
 from worker.errors import TokenNotAccepted, UpstreamDown
+from worker.ops import metrics
+from worker.upstream.answers import OpenedSession, read_answer
+from worker.upstream.auth import Credentials, credentials_from
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class KlingClient:
         self._credentials = credentials
         self._timeout_s = timeout_s
         self._session = requests.Session()
-        # No proxy scan of the environment on every call (calibration trap 4).
+        # No proxy scan of the environment on every call (docs/calibration.md, trap 4).
         self._session.trust_env = False
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
         self._session.mount("https://", adapter)

@@ -54,6 +54,15 @@ class Settings(BaseSettings):
     #: How long calls pause fleet-wide after an auth or account failure.
     kling_circuit_open_seconds: float = Field(default=30.0, ge=0)
 
+    #: A TOML file of several accounts (docs/contract.md, "Accounts"); unset: one account,
+    #: ``default``, from the ``KLING_*`` variables above.
+    kling_accounts_file: Path | None = None
+
+    #: Probe ``url`` and ``s3`` clips with ranged reads before any call.
+    preflight_clips: bool = True
+    #: Duration rules of the pre-flight; unset: ``kling`` for a Kling base URL, else ``cometapi``.
+    clip_rules: Literal["cometapi", "kling"] | None = None
+
     s3_endpoint_url: str | None = None
     presign_expires_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     allow_http_video_urls: bool = False

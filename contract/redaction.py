@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from producers.jobs import KlingVideo, S3Object, VideoUrl
+from contract.jobs import KlingVideo, S3Object, VideoUrl
 
 #: Query parameters that carry a signature, a credential or a session token (S3 SigV2/V4,
 #: CloudFront, Azure SAS, GCS), compared case-insensitively.

@@ -8,7 +8,7 @@ from typing import Protocol
 
 import jwt
 
-from producers.settings import Settings
+from contract.settings import Settings
 
 #: Lifetime Kling's docs give the JWT (``exp`` = now + 1800 s).
 JWT_LIFETIME_S = 1800

@@ -20,7 +20,10 @@ from typing import Protocol
 
 import redis
 
-from producers.results import Result
+from contract import keys
+from contract.results import Result
+from worker.coordination.translation import translated
+from worker.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -70,29 +73,33 @@ class RedisOutcomeStore:
         "return 0"
     )
 
-    def __init__(self, client: redis.Redis, prefix: str = "kling:job:") -> None:
+    def __init__(self, client: redis.Redis) -> None:
         self._redis = client
-        self._prefix = prefix
         self._release = client.register_script(self._RELEASE)
         self._claim = client.register_script(self._CLAIM)
 
     def recorded(self, job_id: str) -> Result | None:
-        raw = self._redis.get(f"{self._prefix}{job_id}:outcome")
+        with translated():
+            raw = self._redis.get(keys.outcome(job_id))
         return None if raw is None else Result.model_validate_json(raw)
 
     def record(self, result: Result) -> None:
-        key = f"{self._prefix}{result.job_id}:outcome"
-        self._redis.set(key, result.to_json(), ex=OUTCOME_TTL_S)
+        with translated():
+            self._redis.set(keys.outcome(result.job_id), result.to_json(), ex=OUTCOME_TTL_S)
 
     def claim(self, job_id: str, holder: str, lease_s: float) -> Result | bool:
-        keys = [f"{self._prefix}{job_id}:outcome", f"{self._prefix}{job_id}:lease"]
-        answer = self._claim(keys=keys, args=[holder, max(1, int(lease_s * 1000))])
+        with translated():
+            answer = self._claim(
+                keys=[keys.outcome(job_id), keys.lease(job_id)],
+                args=[holder, max(1, int(lease_s * 1000))],
+            )
         if isinstance(answer, bytes | str):
             return Result.model_validate_json(answer)
         return bool(answer)
 
     def release(self, job_id: str, holder: str) -> None:
-        self._release(keys=[f"{self._prefix}{job_id}:lease"], args=[holder])
+        with translated():
+            self._release(keys=[keys.lease(job_id)], args=[holder])
 
 
 class LocalOutcomeStore:
@@ -165,6 +172,6 @@ class JobLease:
         finally:
             try:
                 self._store.release(job_id, holder)
-            except redis.RedisError as exc:
+            except StoreUnavailable as exc:
                 # Harmless: the lease expires by itself.
                 logger.warning("Lease on job %s not released (%s).", job_id, exc)

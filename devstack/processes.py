@@ -1,8 +1,10 @@
-"""Real processes for tests: ``celery -A worker worker`` (and Flower) as an operator starts
-them, configured only through their environment.
+"""Real processes of the stack (``celery -A worker worker``, Flower, the simulator) as an
+operator starts them, configured only through their environment: for the demo, the tests and the
+benchmarks.
 
-Each test that runs them uses a RabbitMQ virtual host of its own, so no other test's worker (the
-integration tests keep one consuming the job queue for the whole session) can take its jobs.
+Failures are raised, not reported: :class:`ProcessExited` (an ``AssertionError``, so a test that
+meets one fails with the process's log) and :class:`ServiceUnavailable` (a local service the
+stack needs is missing; tests turn it into a skip, or a failure under CI).
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-import pytest
 import requests
 from celery import Celery
 
-from producers.local_s3 import LOCAL_AWS_ENV
-from tests.services import IN_CI
+from devstack.local_s3 import LOCAL_AWS_ENV
 
 #: The repository root: the processes import the project from here.
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,6 +32,14 @@ ROOT = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 60.0
 #: How long a process may take to stop after SIGTERM before it is killed.
 STOP_TIMEOUT_S = 30.0
+
+
+class ProcessExited(AssertionError):
+    """Raised when a process of the stack exits, or does not come up, when it should be serving."""
+
+
+class ServiceUnavailable(RuntimeError):
+    """Raised when a local service the stack needs (RabbitMQ's ``rabbitmqctl``) is not there."""
 
 
 def free_port() -> int:
@@ -57,9 +66,7 @@ def ensure_vhost(vhost: str) -> str:
 
 
 def _unavailable(message: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{message}; CI must run every service test", pytrace=False)
-    pytest.skip(message)
+    raise ServiceUnavailable(message)
 
 
 def process_env(broker_url: str, **settings: str) -> dict[str, str]:
@@ -75,14 +82,18 @@ def process_env(broker_url: str, **settings: str) -> dict[str, str]:
 class Process:
     name: str
     popen: subprocess.Popen[bytes]
-    log_path: Path
+    log_path: Path | None
 
     def log(self) -> str:
+        if self.log_path is None:
+            return "(output went to the terminal)"
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def check_alive(self) -> None:
         if self.popen.poll() is not None:
-            pytest.fail(f"{self.name} exited ({self.popen.returncode}):\n{self.log()[-4000:]}")
+            raise ProcessExited(
+                f"{self.name} exited ({self.popen.returncode}):\n{self.log()[-4000:]}"
+            )
 
     def stop(self) -> None:
         if self.popen.poll() is None:
@@ -96,14 +107,26 @@ class Process:
 
 @contextmanager
 def running(
-    name: str, command: list[str], env: Mapping[str, str], workdir: Path
+    name: str,
+    command: list[str],
+    env: Mapping[str, str],
+    workdir: Path,
+    *,
+    log: Path | Literal["file"] | None = "file",
 ) -> Iterator[Process]:
-    """Start ``command`` with its output in ``workdir/<name>.log``; SIGTERM and wait at the end."""
-    log_path = workdir / f"{name}.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(
-            command, env=dict(env), cwd=workdir, stdout=log, stderr=subprocess.STDOUT
-        )
+    """Start ``command`` in ``workdir``; SIGTERM and wait at the end.
+
+    Its output goes to ``workdir/<name>.log`` (``log="file"``), to another file, or (``None``)
+    to this process's own output.
+    """
+    log_path = workdir / f"{name}.log" if log == "file" else log
+    if log_path is None:
+        popen = subprocess.Popen(command, env=dict(env), cwd=workdir)
+    else:
+        with log_path.open("wb") as out:
+            popen = subprocess.Popen(
+                command, env=dict(env), cwd=workdir, stdout=out, stderr=subprocess.STDOUT
+            )
     process = Process(name, popen, log_path)
     try:
         yield process
@@ -111,11 +134,14 @@ def running(
         process.stop()
 
 
-def worker_command(node: str, concurrency: int = 4) -> list[str]:
-    return [
-        sys.executable, "-m", "celery", "--quiet", "-A", "worker", "worker",
-        "-n", node, "-l", "INFO", "-c", str(concurrency),
-    ]  # fmt: skip
+def worker_command(
+    node: str | None = None, concurrency: int = 4, log_level: str = "INFO"
+) -> list[str]:
+    """``celery -A worker worker`` as an operator types it (``node``: its ``-n`` name)."""
+    command = [sys.executable, "-m", "celery", "--quiet", "-A", "worker", "worker"]
+    if node:
+        command += ["-n", node]
+    return [*command, "-l", log_level, "-c", str(concurrency)]
 
 
 def wait_for_worker(process: Process, broker_url: str, node: str) -> None:
@@ -127,7 +153,9 @@ def wait_for_worker(process: Process, broker_url: str, node: str) -> None:
             process.check_alive()
             if client.control.ping(destination=[node], timeout=1.0):
                 return
-        pytest.fail(f"{node} did not answer within {START_TIMEOUT_S} s:\n{process.log()[-4000:]}")
+        raise ProcessExited(
+            f"{node} did not answer within {START_TIMEOUT_S} s:\n{process.log()[-4000:]}"
+        )
     finally:
         client.close()
 
@@ -144,4 +172,4 @@ def wait_for_http(process: Process, url: str, expect: str = "") -> str:
         except requests.RequestException:
             pass
         time.sleep(0.2)
-    pytest.fail(f"{url} did not answer with {expect!r}:\n{process.log()[-4000:]}")
+    raise ProcessExited(f"{url} did not answer with {expect!r}:\n{process.log()[-4000:]}")

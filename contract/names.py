@@ -1,4 +1,4 @@
-"""Names on the broker, as ../shared/CONTRACT.md fixes them. Other teams bind to these."""
+"""Names on the broker, as docs/contract.md fixes them. Other teams bind to these."""
 
 from typing import Final
 

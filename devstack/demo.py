@@ -1,33 +1,34 @@
 """``kling-jobs demo``: the whole pipeline on this machine, with nothing configured.
 
 It starts the API simulator and an S3 server (in this process), a real worker
-(``celery -A worker worker`` in a child process) on the embedded broker in a temporary folder,
-submits a mix of jobs and prints every result as it arrives. Needs the ``demo`` extra.
+(``celery -A worker worker`` in a child process, through :mod:`devstack.processes`) on the
+embedded broker in a temporary folder, submits a mix of jobs and prints every result as it
+arrives. Needs the ``demo`` extra.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
+import click
 from celery import Celery
 from pydantic import SecretStr
 
-from producers.broker import job_queue, transport_options
+from contract.jobs import KlingVideo, S3Object, VideoUrl
+from contract.names import JOB_QUEUE, TASK_NAME
+from contract.results import Result
+from contract.settings import Settings
+from contract.topology import broker_transport, job_queue, transport_options
+from devstack.local_s3 import LocalS3, running_s3_server, upload_files
+from devstack.processes import Process, running, worker_command
 from producers.consume import iter_results
-from producers.jobs import KlingVideo, S3Object, VideoUrl
-from producers.local_s3 import LOCAL_AWS_ENV, running_s3_server, upload_files
-from producers.names import JOB_QUEUE, TASK_NAME
 from producers.producer import Producer
-from producers.results import Result
-from producers.settings import Settings
 
 #: The simulator's key for the demo; any value works against a local simulator.
 DEMO_API_KEY = "demo-key-not-secret"
@@ -38,6 +39,17 @@ PRIVATE_BUCKET, PUBLIC_BUCKET = "uploads", "public"
 FOREIGN_SETTINGS = ("CELERY_BROKER_URL", "REDIS_URL", "KLING_ACCESS_KEY", "KLING_SECRET_KEY")
 
 
+@click.command()
+@click.option("--timeout", "timeout_s", default=120.0, show_default=True, help="Seconds to wait.")
+def command(timeout_s: float) -> None:
+    """Run the whole pipeline on this machine with nothing configured.
+
+    Starts the API simulator, a local S3 server with sample clips, the embedded broker and a
+    worker; submits Kling, S3 and URL jobs plus one invalid job; prints each result.
+    """
+    sys.exit(run_demo(timeout_s=timeout_s))
+
+
 def run_demo(*, timeout_s: float) -> int:
     """Run the demo; 0 when every submitted job got its result within ``timeout_s``."""
     from simulator.samples import SAMPLE_CLIPS, sample_clip_path
@@ -45,10 +57,11 @@ def run_demo(*, timeout_s: float) -> int:
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="kling-demo-")))
-        s3_endpoint = stack.enter_context(running_s3_server())
+        s3 = stack.enter_context(running_s3_server())
+        s3_endpoint = s3.endpoint_url
         clips = [(f"clips/{c.filename}", sample_clip_path(n)) for n, c in SAMPLE_CLIPS.items()]
-        upload_files(s3_endpoint, PRIVATE_BUCKET, clips)
-        upload_files(s3_endpoint, PUBLIC_BUCKET, clips, public=True)
+        upload_files(s3, PRIVATE_BUCKET, clips)
+        upload_files(s3, PUBLIC_BUCKET, clips, public=True)
         sim = stack.enter_context(
             running_simulator(api_key=DEMO_API_KEY, latency_ms=DEMO_LATENCY_MS)
         )
@@ -64,9 +77,8 @@ def run_demo(*, timeout_s: float) -> int:
         say(f"API simulator   {sim.base_url}  (latency {DEMO_LATENCY_MS} ms)")
         say(f"S3 server       {s3_endpoint}  (sample clips in s3://{PRIVATE_BUCKET}/clips/)")
         say(f"Broker          embedded, files in {settings.embedded_broker_dir}")
-        worker = start_worker(settings, workdir)
-        stack.callback(stop_worker, worker)
-        say(f"Worker          celery -A worker worker (pid {worker.pid})\n")
+        worker = stack.enter_context(start_worker(settings, s3, workdir))
+        say(f"Worker          celery -A worker worker (pid {worker.popen.pid})\n")
 
         job_ids = submit_jobs(settings, s3_endpoint)
         results = collect(settings, job_ids, timeout_s)
@@ -160,32 +172,27 @@ def show(results: dict[str, Result]) -> None:
         say(result.to_json())
 
 
-def start_worker(settings: Settings, workdir: Path) -> subprocess.Popen[bytes]:
-    """``celery -A worker worker`` in a child process, configured only through its environment."""
+def start_worker(settings: Settings, s3: LocalS3, workdir: Path) -> AbstractContextManager[Process]:
+    """``celery -A worker worker`` in a child process, configured only through its environment.
+
+    Its own folder is its working directory, so no ``.env`` of the user's is read; its output
+    goes to the terminal with the demo's (warnings only).
+    """
     env = {k: v for k, v in os.environ.items() if k not in FOREIGN_SETTINGS}
-    env.update({name: value for name, value in LOCAL_AWS_ENV.items() if name not in env})
+    env.update({name: value for name, value in s3.env.items() if name not in env})
     env.update(
         {
             "EMBEDDED_BROKER_DIR": str(settings.embedded_broker_dir),
             "KLING_API_BASE_URL": settings.kling_api_base_url,
             "KLING_API_KEY": DEMO_API_KEY,
-            "S3_ENDPOINT_URL": str(settings.s3_endpoint_url),
+            "S3_ENDPOINT_URL": s3.endpoint_url,
             "ALLOW_HTTP_VIDEO_URLS": "true",
             "WORKER_CONCURRENCY": "8",
         }
     )
-    command = [sys.executable, "-m", "celery", "--quiet", "-A", "worker", "worker", "-l", "WARNING"]
-    # Its own folder as working directory, so no .env of the user's is read.
-    return subprocess.Popen(command, env=env, cwd=workdir)
-
-
-def stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    worker.send_signal(signal.SIGTERM)
-    try:
-        worker.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
+    return running(
+        "worker", worker_command(concurrency=8, log_level="WARNING"), env, workdir, log=None
+    )
 
 
 def raw_sender(settings: Settings) -> Any:
@@ -193,6 +200,7 @@ def raw_sender(settings: Settings) -> Any:
     return Celery(
         "demo-sender",
         broker=settings.broker_url,
+        broker_transport=broker_transport(settings),
         broker_transport_options=transport_options(settings),
         task_routes={TASK_NAME: {"queue": JOB_QUEUE}},
         task_queues=[job_queue()],

@@ -1,0 +1,29 @@
+"""Where the fleet's shared state lives in Redis (``REDIS_URL``).
+
+Workers write these keys; ``kling-jobs status`` reads them. Every key starts with
+:data:`PREFIX`, so one Redis database can be shared with other applications.
+"""
+
+from __future__ import annotations
+
+#: The first part of every key the fleet writes.
+PREFIX = "kling"
+#: The circuit breaker's state (JSON), set while calls are paused.
+BREAKER = f"{PREFIX}:circuit"
+#: Prefix of the fleet-wide call limiter's keys.
+LIMITS = f"{PREFIX}:limits"
+
+
+def outcome(job_id: str) -> str:
+    """The recorded result of ``job_id`` (its JSON), kept for the outcome TTL."""
+    return f"{PREFIX}:job:{job_id}:outcome"
+
+
+def lease(job_id: str) -> str:
+    """Who runs ``job_id`` now (a holder id), with a short expiry."""
+    return f"{PREFIX}:job:{job_id}:lease"
+
+
+def job_pattern(kind: str) -> str:
+    """A ``SCAN`` pattern for every job key of ``kind`` (``outcome`` or ``lease``)."""
+    return f"{PREFIX}:job:*:{kind}"

@@ -1,0 +1,242 @@
+"""The fleet-wide call limits of :mod:`worker.coordination.limits`, held in Redis.
+
+Each call holds a *lease*: a member of a sorted set scored by its expiry, taken and given back by
+Lua scripts that first drop expired members, so a worker killed mid-call gives its slots back by
+itself after ``lease_s``. Times come from the Redis server's clock, never a node's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from contextlib import AbstractContextManager
+
+import redis
+
+from contract import keys
+from worker.coordination.limits import (
+    BUSY_COOL_DOWN_S,
+    DECREASE_FACTOR,
+    MAX_POLL_S,
+    MIN_POLL_S,
+    TARGET_MEMORY_S,
+    LimiterStats,
+    holding,
+)
+from worker.coordination.translation import translated
+
+logger = logging.getLogger(__name__)
+
+
+# KEYS: slots, next_call, target. ARGV: holder, lease_us, cap, interval_us.
+# Returns {granted (0/1), rate wait in µs, held after the call, in-flight limit, now in µs}.
+_ACQUIRE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local lease_us = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local interval_us = tonumber(ARGV[4])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local target = tonumber(redis.call('GET', KEYS[3]) or cap)
+local limit = math.max(1, math.min(cap, math.floor(target)))
+local held = redis.call('ZCARD', KEYS[1])
+if held >= limit then
+  return {0, 0, held, limit, now}
+end
+if interval_us > 0 then
+  local next_call = tonumber(redis.call('GET', KEYS[2]) or 0)
+  if next_call > now then
+    return {0, next_call - now, held, limit, now}
+  end
+  redis.call('SET', KEYS[2], now + interval_us, 'PX', math.ceil(interval_us / 1000) + 1000)
+end
+redis.call('ZADD', KEYS[1], now + lease_us, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], math.ceil(lease_us / 1000) + 1000)
+return {1, 0, held + 1, limit, now}
+"""
+
+# KEYS: slots, target. ARGV: holder, succeeded (0/1), cap, memory_ms.
+# Gives the lease back; a success grows a lowered target by 1/target (one slot per round).
+_RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+if ARGV[2] == '1' then
+  local target = tonumber(redis.call('GET', KEYS[2]))
+  if target then
+    local cap = tonumber(ARGV[3])
+    target = target + 1 / math.max(1, target)
+    if target >= cap then
+      redis.call('DEL', KEYS[2])
+    else
+      redis.call('SET', KEYS[2], tostring(target), 'PX', tonumber(ARGV[4]))
+    end
+  end
+end
+return 1
+"""
+
+# KEYS: slots, target, last_decrease. ARGV: cap, factor, call_started_us (0: unknown),
+# cool_down_us, memory_ms. Lowers the target to factor × what is really in flight (or the target,
+# if less), unless the busy call started before the last decrease (or, with no call known, the
+# last decrease is more recent than the cool-down). Returns the target in thousandths, or -1.
+_REPORT_BUSY = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local last = tonumber(redis.call('GET', KEYS[3]) or 0)
+local started = tonumber(ARGV[3])
+if started > 0 then
+  if started <= last then
+    return -1
+  end
+elseif now - last < tonumber(ARGV[4]) then
+  return -1
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local cap = tonumber(ARGV[1])
+local target = math.min(cap, tonumber(redis.call('GET', KEYS[2]) or cap))
+local held = redis.call('ZCARD', KEYS[1])
+local lowered = math.max(1, math.min(target, math.max(held, 1)) * tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], tostring(lowered), 'PX', tonumber(ARGV[5]))
+redis.call('SET', KEYS[3], tostring(now), 'PX', tonumber(ARGV[5]))
+return math.floor(lowered * 1000)
+"""
+
+
+class RedisLimiter:
+    """Fleet-wide limits in Redis; thread-safe, one per worker process (see the module doc)."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        max_concurrency: int,
+        max_rate: float | None = None,
+        lease_s: float,
+        key_prefix: str = keys.LIMITS,
+        cool_down_s: float = BUSY_COOL_DOWN_S,
+        owns_client: bool = True,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self._owns_client = owns_client
+        if lease_s <= 0:
+            raise ValueError("lease_s must be positive")
+        self._redis = client
+        self.max_concurrency = max_concurrency
+        self.max_rate = max_rate
+        self.lease_s = lease_s
+        self._interval_us = round(1_000_000 / max_rate) if max_rate else 0
+        self._cool_down_us = round(cool_down_s * 1_000_000)
+        self._slots_key = f"{key_prefix}:slots"
+        self._next_call_key = f"{key_prefix}:next_call"
+        self._target_key = f"{key_prefix}:target"
+        self._last_decrease_key = f"{key_prefix}:last_decrease"
+        self._acquire = client.register_script(_ACQUIRE)
+        self._release = client.register_script(_RELEASE)
+        self._report_busy = client.register_script(_REPORT_BUSY)
+        self._holder_prefix = f"{socket.gethostname()}:{os.getpid()}:"
+        # One thread of this process asks Redis at a time; the others queue on this lock.
+        self._turn = threading.Lock()
+        self._freed = threading.Event()
+        # When this thread's latest call started (Redis clock, µs): ties a busy report to it.
+        self._calls = threading.local()
+        self._stats_lock = threading.Lock()
+        self.stats = LimiterStats()
+
+    def slot(self) -> AbstractContextManager[None]:
+        holder = self._holder_prefix + uuid.uuid4().hex
+        return holding(
+            take=lambda: self._take(holder),
+            give_back=lambda ok: self._give_back(holder, succeeded=ok),
+            record_wait=self._record_wait,
+        )
+
+    def _record_wait(self, waited_s: float) -> None:
+        with self._stats_lock:
+            self.stats.record_wait(waited_s)
+
+    def report_busy(self) -> None:
+        with self._stats_lock:
+            self.stats.busy_reports += 1
+        try:
+            lowered = self._report_busy(
+                keys=[self._slots_key, self._target_key, self._last_decrease_key],
+                args=[
+                    self.max_concurrency,
+                    DECREASE_FACTOR,
+                    getattr(self._calls, "started_us", 0),
+                    self._cool_down_us,
+                    round(TARGET_MEMORY_S * 1000),
+                ],
+            )
+        except redis.RedisError as exc:
+            # The call is retried with its own backoff all the same.
+            logger.warning("Could not lower the fleet's in-flight target (%s).", exc)
+            return
+        if int(lowered) >= 0:
+            logger.warning(
+                "The upstream is busy: the fleet's in-flight target is now %.1f calls.",
+                int(lowered) / 1000,
+            )
+
+    def target(self) -> float:
+        """The fleet's current in-flight target (the cap unless lowered)."""
+        raw = self._redis.get(self._target_key)
+        return min(float(self.max_concurrency), float(raw)) if raw else self.max_concurrency
+
+    def held(self) -> int:
+        """Leases held now across the fleet, expired ones not counted."""
+        now_s, now_us = self._redis.time()
+        now = now_s * 1_000_000 + now_us
+        return int(self._redis.zcount(self._slots_key, f"({now}", "+inf"))
+
+    def reset(self) -> None:
+        """Forget every lease and the lowered target (tests and benchmarks)."""
+        self._redis.delete(
+            self._slots_key, self._next_call_key, self._target_key, self._last_decrease_key
+        )
+
+    def close(self) -> None:
+        """Close the Redis client, if this limiter made it."""
+        if self._owns_client:
+            self._redis.close()
+
+    def _take(self, holder: str) -> None:
+        keys = [self._slots_key, self._next_call_key, self._target_key]
+        args: list[str | int] = [
+            holder,
+            round(self.lease_s * 1_000_000),
+            self.max_concurrency,
+            self._interval_us,
+        ]
+        with self._turn, translated():
+            pause = MIN_POLL_S
+            while True:
+                self._freed.clear()
+                granted, rate_wait_us, _, _, now_us = self._acquire(keys=keys, args=args)
+                if granted:
+                    self._calls.started_us = int(now_us)
+                    return
+                if rate_wait_us:
+                    # The rate's wait is exact; a little jitter spreads the nodes apart.
+                    time.sleep(int(rate_wait_us) / 1_000_000 + random.uniform(0, MIN_POLL_S))
+                    continue
+                # Full: try again when this process frees a slot, or after a growing pause
+                # (another process may have freed one).
+                self._freed.wait(random.uniform(pause / 2, pause))
+                pause = min(MAX_POLL_S, pause * 2)
+
+    def _give_back(self, holder: str, *, succeeded: bool) -> None:
+        try:
+            self._release(
+                keys=[self._slots_key, self._target_key],
+                args=[holder, int(succeeded), self.max_concurrency, round(TARGET_MEMORY_S * 1000)],
+            )
+        except redis.RedisError:
+            # The lease expires by itself; the call's outcome matters more than this slot.
+            logger.exception("Could not give a call slot back to Redis; it expires by itself.")
+        self._freed.set()

@@ -1,0 +1,98 @@
+"""The fleet's shared store: the one place that chooses Redis or in-process state.
+
+The Redis implementations translate every Redis error into :class:`~worker.errors.StoreUnavailable`
+(:func:`~worker.coordination.translation.translated`), so the rest of the worker never imports
+``redis`` to decide what an outage means.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import redis
+
+from contract.settings import Settings
+from worker.coordination.breaker import BreakerState, LocalBreaker, RedisBreaker
+from worker.coordination.limits import CallLimiter, LocalLimiter, lease_s_from_settings
+from worker.coordination.limits_redis import RedisLimiter
+from worker.coordination.outcomes import LocalOutcomeStore, OutcomeStore, RedisOutcomeStore
+from worker.errors import ConfigurationError
+
+logger = logging.getLogger(__name__)
+
+#: Extra Redis connections beyond one per worker thread (renewal, breaker reads, metrics).
+SPARE_CONNECTIONS = 16
+#: How long a thread waits for a free pooled connection before the store counts as away.
+POOL_WAIT_S = 30
+SOCKET_TIMEOUT_S = 10
+
+
+@dataclass
+class Coordination:
+    """What the worker processes of a fleet share: outcomes and leases, breaker, call limits."""
+
+    outcomes: OutcomeStore
+    breaker: BreakerState
+    limiter: CallLimiter
+    client: redis.Redis | None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, pool_size: int | None = None) -> Coordination:
+        """Shared through Redis when ``REDIS_URL`` is set, else within this process.
+
+        The Redis server is asked once here, so a wrong ``REDIS_URL`` stops the worker at start
+        (:class:`ConfigurationError`) instead of failing its first job.
+        """
+        if not settings.redis_url:
+            logger.warning(
+                "REDIS_URL is not set: idempotency, the circuit breaker and call limits hold "
+                "within this worker process only. Set REDIS_URL to share them across the fleet."
+            )
+            return cls(
+                outcomes=LocalOutcomeStore(),
+                breaker=LocalBreaker(open_s=settings.kling_circuit_open_seconds),
+                limiter=LocalLimiter(
+                    max_concurrency=settings.kling_max_concurrency,
+                    max_rate=settings.kling_max_rate,
+                ),
+                client=None,
+            )
+        client = connect(settings.redis_url, pool_size or settings.worker_concurrency)
+        return cls(
+            outcomes=RedisOutcomeStore(client),
+            breaker=RedisBreaker(client, open_s=settings.kling_circuit_open_seconds),
+            limiter=RedisLimiter(
+                client,
+                max_concurrency=settings.kling_max_concurrency,
+                max_rate=settings.kling_max_rate,
+                lease_s=lease_s_from_settings(settings),
+                owns_client=False,
+            ),
+            client=client,
+        )
+
+    def close(self) -> None:
+        self.limiter.close()
+        if self.client is not None:
+            self.client.close()
+
+
+def connect(url: str, pool_size: int) -> redis.Redis:
+    """A client on a blocking pool (a thread waits for a free connection instead of failing),
+    checked with one ``PING``."""
+    try:
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=pool_size + SPARE_CONNECTIONS,
+            timeout=POOL_WAIT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            health_check_interval=30,
+        )
+        client = redis.Redis(connection_pool=pool)
+        client.ping()
+    except (redis.RedisError, ValueError) as exc:
+        raise ConfigurationError(
+            f"the shared store at REDIS_URL cannot be reached: {type(exc).__name__}: {exc}"
+        ) from exc
+    return client

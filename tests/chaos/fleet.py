@@ -29,6 +29,7 @@ from contract.topology import connect, dead_letter_queue, job_queue, purge_queue
 from devstack.processes import (
     Process,
     ensure_vhost,
+    free_port,
     process_env,
     running,
     wait_for_worker,
@@ -273,13 +274,6 @@ def restart_rabbitmq(down_s: float = 2.0) -> float:
 
 def _rabbitmqctl(command: str) -> None:
     subprocess.run(["rabbitmqctl", "-q", command], check=True, timeout=RESTART_TIMEOUT_S)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class RedisServer:

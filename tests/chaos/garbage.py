@@ -263,21 +263,3 @@ def broken_messages(draw: st.DrawFn) -> RawMessage:
 
 
 garbage = st.one_of(task_messages_with_bad_jobs(), broken_messages())
-
-
-def lost_by_known_bug(message: RawMessage) -> bool:
-    """A task message whose body is ``[args, kwargs, embed]`` of the wrong types (``kwargs``
-    not an object, ``args`` null, ``embed`` a truthy non-object): Celery fails it after the
-    dead-lettering hook, in the pool, and acks it: no result, no dead letter (see the xfail
-    test in ``test_garbage_in.py``)."""
-    if message.headers.get("task") != TASK_NAME or not isinstance(message.headers.get("id"), str):
-        return False
-    try:
-        body = json.loads(message.body)
-    except (ValueError, UnicodeDecodeError):
-        return False
-    if not (isinstance(body, list) and len(body) == 3):
-        return False
-    args, kwargs, embed = body
-    bad_embed = bool(embed) and not isinstance(embed, dict)
-    return not isinstance(kwargs, dict) or args is None or bad_embed

@@ -1,6 +1,6 @@
 """A worker stand-in for the limiter tests: threads calling the simulator through a RedisLimiter.
 
-    python tests/limits/hammer.py --redis-url URL --endpoint URL --cap N [--rate R] ...
+    python -m tests.worker.coordination.hammer --redis-url URL --endpoint URL --cap N [--rate R] ...
 
 Run as a separate process, several at once, so the limits are proven across processes. Prints one
 JSON line with what it saw. With ``--hold N`` it instead takes N slots, prints ``held``, and

@@ -7,9 +7,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md ./
+COPY contract ./contract
 COPY producers ./producers
 COPY worker ./worker
 COPY simulator ./simulator
+COPY devstack ./devstack
 # The simulator extra (aiohttp, PyAV wheels) so the same image serves kling-api-sim.
 RUN /opt/venv/bin/pip install ".[sim]"
 

@@ -141,11 +141,11 @@ class ClipReader(io.RawIOBase):
             return
         with response:
             status = response.status_code
-            if status == 416:  # an empty object: there is no byte 0
+            if status == 416:  # no byte 0: an empty object (S3 need not say `bytes */0`)
                 match = _CONTENT_RANGE_UNSATISFIED.fullmatch(
                     response.headers.get("Content-Range", "")
                 )
-                if match is not None and match.group(1) == "0":
+                if match is None or match.group(1) == "0":
                     self.size = 0
                 else:
                     self._fail("undecided", "HTTP 416 to a ranged read of the first bytes")

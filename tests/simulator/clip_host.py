@@ -2,8 +2,8 @@
 
 It is a real HTTP server in a thread that serves the sample clips (and any extra files) with
 Range support (like S3), the same clips without it, an S3-style 403 for expired signatures, 404s,
-any status (``/status/<code>/<file>``), slow answers (``/slow/<file>``) and redirects
-(``/redirect/<file>``).
+any status (``/status/<code>/<file>``), slow answers (``/slow/<file>``), redirects
+(``/redirect/<file>``) and chunked answers that ignore Range (``/chunked/<file>``).
 """
 
 from __future__ import annotations
@@ -64,6 +64,12 @@ class ClipHost:
 
 def _make_handler(host: ClipHost) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        # Keep-alive, as S3 and CDNs do: a probe's ranged reads share one connection.
+        protocol_version = "HTTP/1.1"
+        # Headers and body go out in separate writes: without this, Nagle's algorithm and
+        # delayed ACKs hold each answer back tens of milliseconds on a kept-alive connection.
+        disable_nagle_algorithm = True
+
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read `host.served` instead."""
 
@@ -76,6 +82,17 @@ def _make_handler(host: ClipHost) -> type[BaseHTTPRequestHandler]:
             # Recorded before the body goes out: a client that has its answer finds it counted.
             host.served.append((self.path, self.headers.get("Range"), status, len(body)))
             self.wfile.write(body)
+
+        def _send_chunked(self, body: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp4")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            host.served.append((self.path, self.headers.get("Range"), 200, len(body)))
+            for offset in range(0, len(body), 64 * 1024):
+                chunk = body[offset : offset + 64 * 1024]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
 
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
@@ -93,11 +110,14 @@ def _make_handler(host: ClipHost) -> type[BaseHTTPRequestHandler]:
                 time.sleep(host.slow_s)
                 parts[0] = "clips"
             data = host.files.get(parts[-1]) if len(parts) == 2 else None
-            if data is None or parts[0] not in ("clips", "norange"):
+            if data is None or parts[0] not in ("clips", "norange", "chunked"):
                 self._send(404, b"not found", {"Content-Type": "text/plain"})
                 return
             headers = {"Content-Type": "video/mp4", "Accept-Ranges": "bytes"}
             match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range") or "")
+            if parts[0] == "chunked":  # no Range, no Content-Length: a size nobody tells
+                self._send_chunked(data)
+                return
             if parts[0] == "norange" or match is None:
                 headers.pop("Accept-Ranges")
                 self._send(200, data, headers)

@@ -18,7 +18,8 @@ Names (each counter is also exported with ``_total``; docs/operations.md has exa
   ``rejected``, ``deferred`` (left to the API), ``source_not_found``, ``host_down``.
 - ``kling_preflight_rejected_total{rule}``: clips failed before any call, by the clip rule they
   break: each is an init-selection call (and its answer's billing) not made.
-- ``kling_preflight_bytes_read_total``, ``kling_preflight_duration_seconds``: what probing cost.
+- ``kling_preflight_bytes_read_total``, ``kling_preflight_requests_total``,
+  ``kling_preflight_duration_seconds``: what probing cost (S3 bills GETs by the thousand).
 
 Every label value known in advance is exported from the start (at 0), so that ``rate()`` and
 ``increase()`` see the first event.
@@ -84,6 +85,7 @@ PREFLIGHT_REJECTED = Counter(
     ["rule"],
 )
 PREFLIGHT_BYTES = Counter("kling_preflight_bytes_read", "Bytes of clips read by the pre-flight.")
+PREFLIGHT_REQUESTS = Counter("kling_preflight_requests", "Ranged GETs made by the pre-flight.")
 PREFLIGHT_DURATION = Histogram(
     "kling_preflight_duration_seconds",
     "Time one clip's pre-flight took (reads and probe).",
@@ -156,13 +158,14 @@ def count_publish_failure() -> None:
 
 
 def count_preflight(
-    outcome: str, bytes_read: int, elapsed_s: float, *, rule: str | None = None
+    outcome: str, bytes_read: int, requests: int, elapsed_s: float, *, rule: str | None = None
 ) -> None:
-    """One clip's pre-flight: its outcome (and broken rule), the bytes it read, its time."""
+    """One clip's pre-flight: its outcome (and broken rule), what it read, its time."""
     PREFLIGHT_CLIPS.labels(outcome=outcome).inc()
     if rule is not None:
         PREFLIGHT_REJECTED.labels(rule=rule).inc()
     PREFLIGHT_BYTES.inc(bytes_read)
+    PREFLIGHT_REQUESTS.inc(requests)
     PREFLIGHT_DURATION.observe(elapsed_s)
 
 

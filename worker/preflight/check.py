@@ -107,7 +107,8 @@ class Preflight:
         VideoRejected, SourceNotFound or UpstreamDown. ``where`` names the clip in messages;
         ``public_only`` leaves clips on loopback and private addresses to the API."""
         if public_only and (private := _private_host(video_url)):
-            self._deferred(where, private, 0, 0.0)
+            metrics.count_preflight("deferred", 0, 0, 0.0)
+            logger.info("Pre-flight left %s to the API: %s.", where, private)
             return None
         started = time.perf_counter()
         reader = ClipReader(self._session, video_url, self.limits)
@@ -115,40 +116,38 @@ class Preflight:
             outcome = measure(reader) if reader.failure is None else Undecided("unread")
         finally:
             reader.close()
-        elapsed_s = time.perf_counter() - started
+
+        def count(kind: str, rule: str | None = None) -> None:
+            elapsed_s = time.perf_counter() - started
+            metrics.count_preflight(kind, reader.bytes_read, reader.requests, elapsed_s, rule=rule)
+
         failure = reader.failure
-        if failure is not None:
-            if failure.kind == "gone":
-                metrics.count_preflight("source_not_found", reader.bytes_read, elapsed_s)
-                raise SourceNotFound(
-                    f"{where} cannot be read: {failure.reason}", http_status=failure.http_status
-                )
-            if failure.kind == "down":
-                metrics.count_preflight("host_down", reader.bytes_read, elapsed_s)
-                raise UpstreamDown(
-                    f"clip host unavailable for {where}: {failure.reason}",
-                    http_status=failure.http_status,
-                )
-            self._deferred(where, failure.reason, reader.bytes_read, elapsed_s)
-            return None
-        if isinstance(outcome, Undecided):
-            self._deferred(where, outcome.reason, reader.bytes_read, elapsed_s)
+        if failure is not None and failure.kind == "gone":
+            count("source_not_found")
+            raise SourceNotFound(
+                f"{where} cannot be read: {failure.reason}", http_status=failure.http_status
+            )
+        if failure is not None and failure.kind == "down":
+            count("host_down")
+            raise UpstreamDown(
+                f"clip host unavailable for {where}: {failure.reason}",
+                http_status=failure.http_status,
+            )
+        if failure is not None or isinstance(outcome, Undecided):
+            count("deferred")
+            reason = failure.reason if failure is not None else getattr(outcome, "reason", "")
+            logger.info("Pre-flight could not decide on %s (%s); the API will.", where, reason)
             return None
         broken = outcome if isinstance(outcome, BrokenRule) else outcome.broken_rule(self.rules)
         if broken is not None:
-            metrics.count_preflight("rejected", reader.bytes_read, elapsed_s, rule=broken.rule)
+            count("rejected", broken.rule)
             logger.info("Pre-flight stopped %s before any call: %s.", where, broken.message)
             raise VideoRejected(f"pre-flight, no call made: {broken.message}")
-        metrics.count_preflight("passed", reader.bytes_read, elapsed_s)
+        count("passed")
         return outcome.video_facts() if not isinstance(outcome, BrokenRule) else None
 
     def close(self) -> None:
         self._session.close()
-
-    def _deferred(self, where: str, reason: str, bytes_read: int, elapsed_s: float) -> None:
-        """Count and log a clip left to the API."""
-        metrics.count_preflight("deferred", bytes_read, elapsed_s)
-        logger.info("Pre-flight could not decide on %s (%s); the API will.", where, reason)
 
 
 def _where(source: KlingVideo | S3Object | VideoUrl, video_url: str) -> str:

@@ -155,15 +155,15 @@ class ClipReader(io.RawIOBase):
                 body = self._body(response, self._limits.max_bytes)
                 if body is None:
                     return
-                length = response.headers.get("Content-Length")
-                complete = len(body) < self._limits.max_bytes
-                self.size = (
-                    len(body)
-                    if complete
-                    else (int(length) if length and length.isdigit() else None)
-                )
-                if not complete:  # whole blocks only: a read past them fails, never comes short
-                    body = body[: len(body) // block * block]
+                length = response.headers.get("Content-Length", "")
+                if len(body) < self._limits.max_bytes:
+                    self.size = len(body)
+                elif length.isdigit():
+                    self.size = int(length)
+                    body = body[: len(body) // block * block]  # whole blocks: a read past fails
+                else:
+                    self._fail("undecided", "the host ignores Range and gives no size")
+                    return
                 self._store(0, body)
                 return
             self._accept_range(response, 0, first)
@@ -210,7 +210,11 @@ class ClipReader(io.RawIOBase):
         try:
             response = self._session.get(
                 self._url,
-                headers={"Range": f"bytes={start}-{start + length - 1}"},
+                # Identity: a compressed answer's bytes would not be the clip's byte range.
+                headers={
+                    "Range": f"bytes={start}-{start + length - 1}",
+                    "Accept-Encoding": "identity",
+                },
                 timeout=(min(self._limits.connect_timeout_s, remaining_s), remaining_s),
                 stream=True,
                 # A redirect may lead anywhere (another network, a login page): the API decides.

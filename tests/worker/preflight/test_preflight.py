@@ -213,6 +213,23 @@ def test_a_host_without_range_support_is_read_only_up_to_the_byte_budget(
     assert read_large <= limits.max_bytes
 
 
+@pytest.mark.parametrize(("name", "expect"), [("too_short.mp4", "rejected"), ("large.mp4", None)])
+def test_a_host_that_ignores_range_and_gives_no_size_is_judged_only_on_what_it_sent(
+    corpus_host: ClipHost, name: str, expect: str | None
+) -> None:
+    preflight = Preflight(rules=COMETAPI_RULES, pool_size=1, limits=ReadLimits(max_bytes=1 << 20))
+
+    result = outcome(preflight, corpus_host.file_url(name, route="chunked"))
+
+    # A small clip arrives whole within the budget; of a large one only a prefix, and no size
+    # to seek its moov from: the API decides, the clip is not called "not a video".
+    if expect is None:
+        assert result is None
+    else:
+        assert isinstance(result, str)
+        assert "duration rule" in result
+
+
 def test_a_signed_url_never_shows_its_signature(
     preflight: Preflight, corpus_host: ClipHost
 ) -> None:

@@ -20,6 +20,8 @@ from typing import Literal
 
 import requests
 
+from contract.clip_rules import PREFLIGHT_TIMEOUT_S
+
 #: Statuses that mean the clip is not there, or not for us.
 GONE_STATUSES = frozenset({403, 404, 410})
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -39,7 +41,7 @@ class ReadLimits:
     #: Most ranged GETs per clip.
     max_requests: int = 24
     #: The whole probe's deadline, all requests together.
-    timeout_s: float = 10.0
+    timeout_s: float = PREFLIGHT_TIMEOUT_S
     #: Connect timeout of each request (within the deadline).
     connect_timeout_s: float = 3.05
 

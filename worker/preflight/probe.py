@@ -6,8 +6,9 @@ the first packet or so to settle the codec. Nothing is decoded beyond that.
 
 A rule is broken only when *every* reading of its value breaks it: the video track's duration and
 the container's (an audio track may be longer), the coded size and the displayed one (anamorphic
-pixels), and no frame-rate verdict at all for a variable frame rate, whose average is reported
-but may be measured otherwise by the API. What the probe cannot read is left to the API.
+pixels), and no frame-rate verdict at all for a variable frame rate (or an unknown average),
+whose average is reported but may be measured otherwise by the API. What the probe cannot read
+is left to the API.
 """
 
 from __future__ import annotations
@@ -141,19 +142,20 @@ def _measured(container: av.container.InputContainer, head: bytes) -> Measuremen
         durations_ms.append(round(container.duration * 1000 / av.time_base))
 
     sizes: list[tuple[int, int]] = []
-    width, height = stream.codec_context.width, stream.codec_context.height
+    context = stream.codec_context  # None at run time when FFmpeg has no decoder for the codec
+    width, height = (context.width, context.height) if context is not None else (0, 0)
     if width and height:
         sizes.append((width, height))
         aspect = stream.sample_aspect_ratio
         if aspect and aspect != 1:
             sizes.append((round(width * aspect), height))
 
-    average = _rate(stream.average_rate)
+    # The average (frames over duration, from the container) is what the rule is checked on.
+    # FFmpeg's guessed base rate only tells a variable rate apart; alone it can be a time base
+    # (90000 for a fragmented MP4 read on one packet), so no average means no fps verdict.
+    fps = _rate(stream.average_rate)
     guessed = _rate(stream.guessed_rate)
-    fps = average or guessed
-    variable = (
-        average is not None and guessed is not None and abs(average - guessed) > FPS_TOLERANCE
-    )
+    variable = fps is not None and guessed is not None and abs(fps - guessed) > FPS_TOLERANCE
     rates = () if variable or fps is None else (fps,)
 
     frames = stream.frames or None

@@ -12,6 +12,7 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
+from contract.clip_rules import PREFLIGHT_TIMEOUT_S
 from contract.embedded_broker import TRANSPORT as EMBEDDED_TRANSPORT
 from contract.names import (
     DEAD_LETTER_QUEUE,
@@ -55,7 +56,11 @@ def longest_job_s(settings: Settings) -> float:
         for n in range(settings.kling_max_attempts - 1)
     )
     # Each attempt may also wait for S3 and for the JWT re-sign retry: count the call twice.
-    return float(settings.kling_max_attempts * settings.kling_timeout_seconds * 2 + backoff)
+    # The pre-flight reads the clip once, up to its deadline, before a call is made.
+    preflight_s = PREFLIGHT_TIMEOUT_S if settings.preflight_clips else 0.0
+    return float(
+        settings.kling_max_attempts * settings.kling_timeout_seconds * 2 + backoff + preflight_s
+    )
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:

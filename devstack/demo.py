@@ -118,7 +118,7 @@ def submit_jobs(settings: Settings, s3_endpoint: str) -> list[str]:
         (
             "demo-too-short",
             S3Object(bucket=PRIVATE_BUCKET, key="clips/too_short.mp4"),
-            "a 1.5 s clip: the API rejects it",
+            "a 1.5 s clip: the pre-flight stops it, no call",
         ),
         (
             "demo-missing",

@@ -16,10 +16,11 @@ from typing import Any
 
 from aiohttp import web
 
+from contract.clip_rules import ClipFacts, not_a_video
 from simulator import answers
 from simulator.auth import check_authorization
 from simulator.clip_probe import DownloadError
-from simulator.clip_rules import ClipFacts, Rejection, check_clip, reject
+from simulator.clip_rules import Rejection, check_clip, reject
 from simulator.config import SimulatorConfig
 from simulator.faults import Action, FaultConfig, FaultConfigError, FaultPlan
 from simulator.prober import Prober
@@ -160,7 +161,7 @@ async def _resolve(
                 1201, f"Invalid parameters: video_url could not be downloaded: {exc.reason}"
             ) from exc
         if probe.facts is None:
-            return None, reject("container", f"container rule: {probe.not_a_video}, not MP4 or MOV")
+            return None, reject(not_a_video(probe.not_a_video or "not a video"))
         return probe.facts, check_clip(probe.facts)
     assert selection.video_id is not None
     video = state.videos.get(selection.video_id)

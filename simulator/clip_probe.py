@@ -16,7 +16,7 @@ from typing import IO
 import av
 import requests
 
-from simulator.clip_rules import ClipFacts
+from contract.clip_rules import ClipFacts, container_of
 
 #: Bytes fetched per ranged GET.
 BLOCK_BYTES = 256 * 1024
@@ -26,8 +26,6 @@ MAX_DOWNLOAD_BYTES = 64 * 1024 * 1024
 HTTP_TIMEOUT_S = (5.0, 20.0)
 
 _CONTENT_RANGE = re.compile(r"bytes \d+-\d+/(\d+)")
-#: ISO BMFF major brands we count as MP4; `qt  ` is QuickTime (MOV).
-_MP4_BRANDS = {b"isom", b"iso2", b"iso4", b"iso5", b"iso6", b"mp41", b"mp42", b"avc1", b"M4V "}
 
 
 class DownloadError(Exception):
@@ -147,20 +145,6 @@ def _read_bounded(response: requests.Response) -> bytes:
     except requests.RequestException as exc:
         raise DownloadError(f"download interrupted ({type(exc).__name__})") from exc
     return b"".join(chunks)
-
-
-def container_of(head: bytes) -> str:
-    """ "mp4" or "mov" from the ISO BMFF `ftyp` brand; otherwise a short name of what it is."""
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand == b"qt  ":
-            return "mov"
-        if brand in _MP4_BRANDS:
-            return "mp4"
-        return brand.decode("latin-1").strip() or "unknown"
-    if head[4:8] in (b"moov", b"mdat", b"wide", b"free"):  # QuickTime files without `ftyp`
-        return "mov"
-    return "unknown"
 
 
 def probe_file(source: IO[bytes]) -> Probe:

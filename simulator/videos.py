@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from simulator.clip_rules import ClipFacts
+from contract.clip_rules import ClipFacts
 
 #: The packaged demo seed.
 DEFAULT_VIDEOS_PATH = Path(__file__).resolve().parent / "videos.json"

@@ -28,6 +28,7 @@ from worker.errors import (
     WorkerStopping,
 )
 from worker.ops import metrics
+from worker.preflight import Preflight, PreflightPass
 from worker.sources import SourceResolver
 from worker.upstream.answers import OpenedSession
 from worker.upstream.client import KlingClient
@@ -64,15 +65,18 @@ class Pipeline:
     stopping: threading.Event = field(default_factory=threading.Event)
     #: Fleet-wide concurrency cap, rate and back-off around each call (worker/limits.py).
     limiter: CallLimiter = field(default_factory=unlimited)
+    #: Probes ``url`` and ``s3`` clips before the first call (None: ``PREFLIGHT_CLIPS=false``).
+    preflight: Preflight | None = None
 
     def run(self, job: Job, *, received_at: datetime | None = None) -> Ran:
         attempts = 0
         upstream_s: list[float] = []
+        checked = PreflightPass()
         try:
             while True:
                 attempts += 1
                 try:
-                    opened = self._attempt(job, upstream_s)
+                    opened = checked.fill(self._attempt(job, upstream_s, checked))
                     result = succeeded(job, opened, attempts=attempts, received_at=received_at)
                     return Ran(result, sum(upstream_s))
                 except RetryableError as exc:
@@ -106,12 +110,14 @@ class Pipeline:
             )
             return Ran(result, sum(upstream_s) if upstream_s else None)
 
-    def _attempt(self, job: Job, upstream_s: list[float]) -> OpenedSession:
+    def _attempt(self, job: Job, upstream_s: list[float], checked: PreflightPass) -> OpenedSession:
         """One attempt; the time its call takes is appended to ``upstream_s``."""
         paused = self.breaker.open_error()
         if paused is not None:
             raise paused
         body = self.resolver.request_body(job.source)
+        if self.preflight is not None:  # once per job; a clip that breaks a rule stops here
+            self.preflight.run_once(job.source, body, checked)
         try:
             with self.limiter.slot():
                 started = time.perf_counter()

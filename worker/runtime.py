@@ -18,6 +18,7 @@ from worker.coordination.outcomes import JobLease
 from worker.coordination.store import Coordination
 from worker.handler import JobHandler
 from worker.pipeline import Pipeline
+from worker.preflight import Preflight
 from worker.publisher import ResultPublisher
 from worker.sources import SourceResolver
 from worker.upstream.client import KlingClient
@@ -43,6 +44,7 @@ class Runtime:
             breaker=coordination.breaker,
             stopping=stopping or threading.Event(),
             limiter=coordination.limiter,
+            preflight=Preflight.from_settings(settings) if settings.preflight_clips else None,
         )
         handler = JobHandler(
             pipeline=pipeline,
@@ -64,5 +66,7 @@ class Runtime:
 
     def close(self) -> None:
         self.handler.pipeline.client.close()
+        if self.handler.pipeline.preflight is not None:
+            self.handler.pipeline.preflight.close()
         self.handler.publisher.close()
         self.coordination.close()

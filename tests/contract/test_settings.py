@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from contract import topology as broker
+from contract.clip_rules import PREFLIGHT_TIMEOUT_S
 from contract.settings import Settings
 from contract.topology import longest_job_s, transport_options
 
@@ -259,6 +260,13 @@ def test_longest_job_counts_every_attempt_timing_out_and_every_backoff() -> None
 
     # Four calls of 10 s, and backoffs of 1 + 2 + 4 s between them, at the very least.
     assert longest_job_s(configured) >= 4 * 10 + 1 + 2 + 4
+
+
+def test_longest_job_counts_the_preflight_read_when_it_is_on() -> None:
+    on = longest_job_s(settings(preflight_clips=True))
+    off = longest_job_s(settings(preflight_clips=False))
+
+    assert on - off == PREFLIGHT_TIMEOUT_S
 
 
 def test_longest_job_grows_with_the_timeout() -> None:

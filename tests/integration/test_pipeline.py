@@ -82,13 +82,40 @@ def test_missing_s3_object_fails_as_source_not_found_without_calling_the_api(
     assert stack.sim.stats()["calls"] == 0
 
 
-def test_clip_breaking_a_rule_fails_as_video_rejected(stack: Stack) -> None:
+def test_clip_breaking_a_rule_fails_as_video_rejected_before_the_api(stack: Stack) -> None:
     result = stack.result(stack.submit(s3_clip("too_short")))
 
     assert result.error is not None
     assert result.error.type == "video_rejected"
     assert result.error.retryable is False
-    assert stack.sim.stats()["calls"] == 1
+    # The worker's pre-flight read the clip and stopped it: no call, no bill.
+    assert "duration rule: 1.5 s is outside 2-5.5 s and 7-10.5 s" in result.error.message
+    assert result.attempts == 1
+    assert stack.sim.stats()["calls"] == 0
+
+
+def test_a_hosted_clip_breaking_a_rule_fails_before_the_api(stack: Stack, s3_endpoint: str) -> None:
+    url = f"{s3_endpoint}/{PUBLIC_BUCKET}/clips/{SAMPLE_CLIPS['fps_25'].filename}"
+
+    result = stack.result(stack.submit(VideoUrl(video_url=url)))
+
+    assert result.error is not None
+    assert result.error.type == "video_rejected"
+    assert "fps rule: 25 fps is not 24, 30 or 60" in result.error.message
+    assert stack.sim.stats()["calls"] == 0
+
+
+def test_a_hosted_clip_that_is_gone_fails_as_source_not_found(
+    stack: Stack, s3_endpoint: str
+) -> None:
+    url = f"{s3_endpoint}/{PUBLIC_BUCKET}/clips/nope.mp4?X-Amz-Signature=0ddba11"
+
+    result = stack.result(stack.submit(VideoUrl(video_url=url)))
+
+    assert result.error is not None
+    assert (result.error.type, result.error.http_status) == ("source_not_found", 404)
+    assert "0ddba11" not in result.to_json()
+    assert stack.sim.stats()["calls"] == 0
 
 
 @pytest.mark.parametrize(
@@ -204,3 +231,5 @@ def test_many_jobs_each_end_in_exactly_one_result(stack: Stack) -> None:
     statuses = [results[job_id].status for job_id in job_ids]
     expected = ["failed" if SAMPLE_CLIPS[name].breaks else "succeeded" for name in names]
     assert statuses == expected
+    # One call per valid clip; the rule-breakers were stopped before the API.
+    assert stack.sim.stats()["calls"] == expected.count("succeeded")

@@ -14,6 +14,12 @@ Names (each counter is also exported with ``_total``; docs/operations.md has exa
 - ``kling_job_retries_total{reason}``: attempts retried after a retryable failure.
 - ``kling_limiter_wait_seconds``: time a call waited for the fleet-wide limiter.
 - ``kling_result_publish_failures_total``: task runs that ended without publishing a result.
+- ``kling_preflight_clips_total{outcome}``: clips probed before the call: ``passed``,
+  ``rejected``, ``deferred`` (left to the API), ``source_not_found``, ``host_down``.
+- ``kling_preflight_rejected_total{rule}``: clips failed before any call, by the clip rule they
+  break: each is an init-selection call (and its answer's billing) not made.
+- ``kling_preflight_bytes_read_total``, ``kling_preflight_requests_total``,
+  ``kling_preflight_duration_seconds``: what probing cost (S3 bills GETs by the thousand).
 
 Every label value known in advance is exported from the start (at 0), so that ``rate()`` and
 ``increase()`` see the first event.
@@ -30,6 +36,7 @@ from typing import Any, get_args
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from contract.clip_rules import RULE_NAMES
 from contract.results import ErrorType
 from worker.errors import JobFailure, UpstreamBusy, UpstreamDown
 
@@ -68,12 +75,32 @@ PUBLISH_FAILURES = Counter(
     "kling_result_publish_failures",
     "Task runs that ended without publishing a result (the job message goes back to the broker).",
 )
+PREFLIGHT_OUTCOMES = ("passed", "rejected", "deferred", "source_not_found", "host_down")
+PREFLIGHT_CLIPS = Counter(
+    "kling_preflight_clips", "Clips probed before the call, by outcome.", ["outcome"]
+)
+PREFLIGHT_REJECTED = Counter(
+    "kling_preflight_rejected",
+    "Clips failed before any call, by the clip rule they break (calls not made).",
+    ["rule"],
+)
+PREFLIGHT_BYTES = Counter("kling_preflight_bytes_read", "Bytes of clips read by the pre-flight.")
+PREFLIGHT_REQUESTS = Counter("kling_preflight_requests", "Ranged GETs made by the pre-flight.")
+PREFLIGHT_DURATION = Histogram(
+    "kling_preflight_duration_seconds",
+    "Time one clip's pre-flight took (reads and probe).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
 
 for _error_type in get_args(ErrorType):
     JOBS.labels(status="failed", error_type=_error_type)
 JOBS.labels(status="succeeded", error_type="")
 for _reason in ("upstream_busy", "upstream_down"):
     RETRIES.labels(reason=_reason)
+for _outcome in PREFLIGHT_OUTCOMES:
+    PREFLIGHT_CLIPS.labels(outcome=_outcome)
+for _rule in RULE_NAMES:
+    PREFLIGHT_REJECTED.labels(rule=_rule)
 
 _exporter_lock = threading.Lock()
 _exporter: tuple[Any, threading.Thread] | None = None
@@ -128,6 +155,18 @@ def observe_limiter_wait(seconds: float) -> None:
 def count_publish_failure() -> None:
     """A task run ended without publishing its result (its log line says why)."""
     PUBLISH_FAILURES.inc()
+
+
+def count_preflight(
+    outcome: str, bytes_read: int, requests: int, elapsed_s: float, *, rule: str | None = None
+) -> None:
+    """One clip's pre-flight: its outcome (and broken rule), what it read, its time."""
+    PREFLIGHT_CLIPS.labels(outcome=outcome).inc()
+    if rule is not None:
+        PREFLIGHT_REJECTED.labels(rule=rule).inc()
+    PREFLIGHT_BYTES.inc(bytes_read)
+    PREFLIGHT_REQUESTS.inc(requests)
+    PREFLIGHT_DURATION.observe(elapsed_s)
 
 
 def start_exporter(port: int, addr: str = "0.0.0.0") -> int | None:

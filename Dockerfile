@@ -12,7 +12,8 @@ COPY producers ./producers
 COPY worker ./worker
 COPY simulator ./simulator
 COPY devstack ./devstack
-# The simulator extra (aiohttp, PyAV wheels) so the same image serves kling-api-sim.
+# The simulator extra (aiohttp) so the same image serves kling-api-sim; PyAV (the pre-flight
+# probe) is a main dependency.
 RUN /opt/venv/bin/pip install ".[sim]"
 
 FROM python:3.11.10-slim-bookworm

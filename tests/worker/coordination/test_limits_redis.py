@@ -48,7 +48,7 @@ def hammer(redis_url: str, prefix: str, *options: str) -> subprocess.Popen[str]:
 
 
 def fleet(
-    redis_url: str, prefix: str, sim: RunningSimulator, *options: str, start_in_s: float = 1.5
+    redis_url: str, prefix: str, sim: RunningSimulator, *options: str, start_in_s: float = 5.0
 ) -> tuple[list[subprocess.Popen[str]], float]:
     """Start PROCESSES hammers that all begin calling at the same moment; returns that moment."""
     start_at = time.time() + start_in_s

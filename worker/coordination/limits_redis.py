@@ -18,6 +18,7 @@ import threading
 import time
 import uuid
 from contextlib import AbstractContextManager
+from typing import Any
 
 import redis
 
@@ -37,6 +38,10 @@ from worker.coordination.renewal import HeldLease, LeaseRenewer
 from worker.coordination.translation import translated
 
 logger = logging.getLogger(__name__)
+
+#: How long a call waits for an unreachable Redis to come back before its job goes back.
+STORE_OUTAGE_WAIT_S = 15.0
+STORE_OUTAGE_PAUSE_S = 0.5
 
 
 # KEYS: slots, next_call, target. ARGV: holder, lease_us, cap, interval_us.
@@ -229,7 +234,7 @@ class RedisLimiter:
             while True:
                 raise_if_stopping(self._stopping)
                 self._freed.clear()
-                granted, rate_wait_us, _, _, now_us = self._acquire(keys=keys, args=args)
+                granted, rate_wait_us, _, _, now_us = self._acquire_waiting_out_outages(keys, args)
                 if granted:
                     self._calls.started_us = int(now_us)
                     if self._renewer is not None:
@@ -244,6 +249,20 @@ class RedisLimiter:
                 # (another process may have freed one).
                 self._freed.wait(random.uniform(pause / 2, pause))
                 pause = min(MAX_POLL_S, pause * 2)
+
+    def _acquire_waiting_out_outages(self, keys: list[str], args: list[str | int]) -> Any:
+        """One try of the acquire script. While Redis is away (a restart), keep trying for up
+        to :data:`STORE_OUTAGE_WAIT_S`: a job in the middle of its retries keeps its attempts
+        instead of going back to the queue and calling again from the first."""
+        deadline = time.monotonic() + STORE_OUTAGE_WAIT_S
+        while True:
+            try:
+                return self._acquire(keys=keys, args=args)
+            except redis.ConnectionError:
+                if time.monotonic() >= deadline:
+                    raise
+                raise_if_stopping(self._stopping)
+                time.sleep(STORE_OUTAGE_PAUSE_S)
 
     def _lease(self, holder: str) -> HeldLease:
         return HeldLease(self._slots_key, holder, self.lease_s, in_sorted_set=True)

@@ -24,8 +24,7 @@ ALLOWED_FPS: tuple[int, ...] = (24, 30, 60)
 #: How far a measured rate may be from an allowed one: exact rates only, so NTSC 29.97 is refused.
 FPS_TOLERANCE = 0.01
 
-#: Longest the worker's pre-flight reads one clip (all its ranged GETs together); a job's lease
-#: counts it once (contract.topology.longest_job_s).
+#: Longest the worker's pre-flight reads one clip (all its ranged GETs together).
 PREFLIGHT_TIMEOUT_S = 10.0
 
 #: ISO BMFF major brands counted as MP4; ``qt  `` is QuickTime (MOV).

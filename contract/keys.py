@@ -20,8 +20,14 @@ def outcome(job_id: str) -> str:
 
 
 def lease(job_id: str) -> str:
-    """Who runs ``job_id`` now (a holder id), with a short expiry."""
+    """Who runs ``job_id`` now (a holder id), with a short expiry its holder keeps renewing."""
     return f"{PREFIX}:job:{job_id}:lease"
+
+
+def waiters(job_id: str) -> str:
+    """``waiting`` while a copy of ``job_id`` waits for another worker's lease, then
+    ``answered`` once that worker has published the job's result (short expiry)."""
+    return f"{PREFIX}:job:{job_id}:waiters"
 
 
 def job_pattern(kind: str) -> str:

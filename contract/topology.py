@@ -12,7 +12,6 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.entity import Exchange, Queue
 
-from contract.clip_rules import PREFLIGHT_TIMEOUT_S
 from contract.embedded_broker import TRANSPORT as EMBEDDED_TRANSPORT
 from contract.names import (
     DEAD_LETTER_QUEUE,
@@ -27,12 +26,24 @@ logger = logging.getLogger(__name__)
 
 #: How often the embedded broker looks for new message files.
 EMBEDDED_POLL_INTERVAL_S = 0.05
-#: Floor of Redis' visibility timeout: an unacked job is redelivered only after this long.
-MIN_VISIBILITY_TIMEOUT_S = 3600
+#: Redis as broker: a job delivered this long ago and not yet acked is handed out again. That is
+#: how a dead worker's jobs come back (Redis cannot see a consumer die), so it is short, to run
+#: them again within the contract's 60 s. A live worker's job that takes longer is handed out a
+#: second time too, but its copy finds the job's renewed lease, waits, and ends with no call
+#: and no result of its own (worker/coordination/outcomes.py): the lease, not this timeout,
+#: keeps a job from running twice.
+REDIS_VISIBILITY_TIMEOUT_S = 30
+#: How often a Redis-broker worker sweeps for jobs past the visibility timeout (kombu's default
+#: sweep runs every 10 × 10 s, too late for the 60 s).
+REDIS_RESTORE_INTERVAL_S = 5
+#: A job copy that found its lease held by another worker waits here for its countdown, apart
+#: from the job queue: behind a backlog there it would wait for the whole backlog.
+LEASE_WAIT_QUEUE = f"{JOB_QUEUE}.waiting"
 
 JOB_EXCHANGE = Exchange(JOB_QUEUE, type="direct", durable=True)
 RESULTS_EXCHANGE = Exchange(RESULT_EXCHANGE, type="topic", durable=True)
 DEAD_LETTER_EXCHANGE = Exchange(DEAD_LETTER_QUEUE, type="direct", durable=True)
+LEASE_WAIT_EXCHANGE = Exchange(LEASE_WAIT_QUEUE, type="direct", durable=True)
 
 
 def job_queue() -> Queue:
@@ -49,18 +60,10 @@ def dead_letter_queue() -> Queue:
     )
 
 
-def longest_job_s(settings: Settings) -> float:
-    """Worst-case time one job can hold its message: every attempt timing out, every backoff."""
-    backoff = sum(
-        min(settings.kling_backoff_max_seconds, settings.kling_backoff_base_seconds * 2**n)
-        for n in range(settings.kling_max_attempts - 1)
-    )
-    # Each attempt may also wait for S3 and for the JWT re-sign retry: count the call twice.
-    # The pre-flight reads the clip once, up to its deadline, before a call is made.
-    preflight_s = PREFLIGHT_TIMEOUT_S if settings.preflight_clips else 0.0
-    return float(
-        settings.kling_max_attempts * settings.kling_timeout_seconds * 2 + backoff + preflight_s
-    )
+def lease_wait_queue() -> Queue:
+    """Where workers send a job back to wait while another worker holds its lease; every worker
+    that takes jobs consumes it too."""
+    return Queue(LEASE_WAIT_QUEUE, LEASE_WAIT_EXCHANGE, routing_key=LEASE_WAIT_QUEUE, durable=True)
 
 
 def transport_options(settings: Settings) -> dict[str, Any]:
@@ -78,8 +81,10 @@ def transport_options(settings: Settings) -> dict[str, Any]:
         }
     if settings.broker_is_redis:
         return {
-            # Never redeliver a job that is still being retried.
-            "visibility_timeout": max(MIN_VISIBILITY_TIMEOUT_S, 4 * longest_job_s(settings)),
+            "visibility_timeout": REDIS_VISIBILITY_TIMEOUT_S,
+            "unacked_restore_interval": REDIS_RESTORE_INTERVAL_S,
+            # Every sweep scans (kombu scans one in 10 by default).
+            "unacked_restore_throttle": 1,
             # One connection per worker thread, or acks fail under load
             # (docs/calibration.md, trap 2).
             "max_connections": settings.worker_concurrency + 16,
@@ -121,21 +126,22 @@ def warn_embedded_broker(settings: Settings) -> None:
 
 
 def declare_topology(connection: Connection) -> None:
-    """Declare the job queue, the result exchange with its default queue, and the dead letters."""
+    """Declare the job queue, the result exchange with its default queue, the dead letters and
+    the queue of jobs waiting for a lease."""
     channel = connection.default_channel
-    for queue in (job_queue(), result_queue(), dead_letter_queue()):
+    for queue in (job_queue(), result_queue(), dead_letter_queue(), lease_wait_queue()):
         queue(channel).declare()
 
 
 def purge_queues(settings: Settings) -> int:
-    """Declare the job, result and dead-letter queues and drop every message on them.
+    """Declare the job, result, dead-letter and lease-wait queues and drop every message on them.
 
     For a fresh start of a test or a benchmark; returns how many messages were dropped.
     """
     dropped = 0
     with connect(settings) as connection:
         channel = connection.default_channel
-        for queue in (job_queue(), result_queue(), dead_letter_queue()):
+        for queue in (job_queue(), result_queue(), dead_letter_queue(), lease_wait_queue()):
             bound = queue(channel)
             bound.declare()
             dropped += bound.purge() or 0

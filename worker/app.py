@@ -31,6 +31,7 @@ from contract.topology import (
     broker_transport,
     declare_topology,
     job_queue,
+    lease_wait_queue,
     transport_options,
     warn_embedded_broker,
 )
@@ -126,7 +127,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_concurrency": settings.worker_concurrency,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "task_queues": [job_queue()],
+        # The lease-wait queue holds job copies waiting for another worker's lease (tasks.py).
+        "task_queues": [job_queue(), lease_wait_queue()],
         "task_default_queue": JOB_QUEUE,
         "task_create_missing_queues": False,
         "task_routes": {TASK_NAME: {"queue": JOB_QUEUE}},
@@ -146,6 +148,11 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
     app = getattr(sender, "app", None)
     if not isinstance(app, WorkerApp):
         return
+    consumed = app.amqp.queues.consume_from
+    if consumed is not None and JOB_QUEUE in consumed:
+        # A worker told `-Q kling.init_selection` must also take back the copies it sends to
+        # wait, or they would wait forever.
+        app.amqp.queues.select_add(lease_wait_queue())
     try:
         app.runtime  # noqa: B018  (built now, so a bad setting stops the worker at start)
     except ConfigurationError as exc:

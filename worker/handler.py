@@ -3,13 +3,16 @@
 The protocol that keeps a ``job_id`` to one session while its outcome is remembered:
 
 1. parse the job; a message that breaks the contract gets its ``invalid_job`` result at once;
-2. claim the job: a recorded outcome is published again with no call, else the lease is taken;
+2. claim the job: a recorded outcome is published again with no call, else the lease is taken
+   (renewed while the job runs); a lease another worker holds is not waited for;
 3. run the pipeline, record the outcome (if it is worth remembering), *then* publish it;
-4. give the lease back.
+4. give the lease back, saying the result is out, so copies that waited for it need none.
 
-Each ending is a :class:`Handled` for the task to report, or an exception the task turns into
-handing the message back: :class:`~worker.errors.WorkerStopping`,
-:class:`~worker.errors.StoreUnavailable` (no call was made), :class:`PublishFailed`.
+Each ending is a :class:`Handled` for the task to report, or an exception for the task:
+handing the message back (:class:`~worker.errors.WorkerStopping`,
+:class:`~worker.errors.StoreUnavailable`: no call was made, :class:`PublishFailed`), sending it
+back to wait (:class:`~worker.coordination.outcomes.LeaseHeld`), or acknowledging it with no
+result of its own (:class:`~worker.coordination.outcomes.AnsweredByHolder`).
 """
 
 from __future__ import annotations
@@ -63,9 +66,12 @@ class JobHandler:
     lease: JobLease
     allow_http: bool
 
-    def handle(self, raw: object, *, task_id: str | None, well_formed: bool = True) -> Handled:
+    def handle(
+        self, raw: object, *, task_id: str | None, well_formed: bool = True, waited: bool = False
+    ) -> Handled:
         """Handle the ``job`` argument of one task message (``well_formed``: it came as the
-        only keyword argument, as the contract says)."""
+        only keyword argument, as the contract says; ``waited``: it is a copy sent back to wait
+        while another worker held the job's lease)."""
         received_at = utcnow()
         try:
             if not well_formed:
@@ -76,13 +82,17 @@ class JobHandler:
             return self.finish(
                 Handled(invalid_job_result(job_id, raw, str(exc), received_at=received_at))
             )
-        with self.lease.held(job.job_id) as recorded:
-            if recorded is not None:
+        with self.lease.held(job.job_id, waited=waited) as hold:
+            if hold.recorded is not None:
                 logger.info("Job %s has a recorded outcome; publishing it again.", job.job_id)
-                return self.finish(Handled(recorded, republished=True))
+                return self.finish(Handled(hold.recorded, republished=True))
             ran = self.pipeline.run(job, received_at=received_at)
             self.remember(ran.result)
-        return self.finish(Handled(ran.result, upstream_s=ran.upstream_s))
+            # Published while the lease is held: a copy that waits for it sees either the lease
+            # or, once given back, the mark that the result is out (or the recorded outcome).
+            handled = self.finish(Handled(ran.result, upstream_s=ran.upstream_s))
+            hold.answered = True
+            return handled
 
     def remember(self, result: Result) -> None:
         """Record the outcome before it is published, so a redelivered job opens no second

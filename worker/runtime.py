@@ -12,7 +12,7 @@ import threading
 from dataclasses import dataclass
 
 from contract.settings import Settings
-from contract.topology import connect, longest_job_s
+from contract.topology import connect
 from worker.backoff import Backoff
 from worker.coordination.outcomes import JobLease
 from worker.coordination.store import Coordination
@@ -32,7 +32,9 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, *, stopping: threading.Event | None = None) -> Runtime:
-        coordination = Coordination.from_settings(settings)
+        """Build the process's resources and start renewing its leases (:meth:`close` stops)."""
+        stopping = stopping or threading.Event()
+        coordination = Coordination.from_settings(settings, stopping=stopping)
         pipeline = Pipeline(
             resolver=SourceResolver.from_settings(settings),
             client=KlingClient.from_settings(settings),
@@ -42,7 +44,7 @@ class Runtime:
             ),
             max_attempts=settings.kling_max_attempts,
             breaker=coordination.breaker,
-            stopping=stopping or threading.Event(),
+            stopping=stopping,
             limiter=coordination.limiter,
             preflight=Preflight.from_settings(settings) if settings.preflight_clips else None,
         )
@@ -50,10 +52,11 @@ class Runtime:
             pipeline=pipeline,
             publisher=ResultPublisher(connect(settings), pool_size=settings.worker_concurrency),
             outcomes=coordination.outcomes,
-            # A job is never run by two workers at once for as long as one run can last.
-            lease=JobLease(coordination.outcomes, lease_s=longest_job_s(settings)),
+            # Short, and renewed while the job runs: a dead worker's jobs run again in seconds.
+            lease=JobLease(coordination.outcomes),
             allow_http=settings.allow_http_video_urls,
         )
+        coordination.start()
         return cls(settings=settings, coordination=coordination, handler=handler)
 
     @property

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import random
 import time
 from typing import Any
 
 from celery import Task, shared_task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 
 from contract.names import TASK_NAME
+from contract.redaction import redact_url
+from contract.topology import LEASE_WAIT_QUEUE
+from worker.coordination.outcomes import AnsweredByHolder, LeaseHeld
 from worker.errors import StoreUnavailable, WorkerStopping
 from worker.handler import JobHandler, PublishFailed
 
@@ -17,10 +22,20 @@ logger = logging.getLogger(__name__)
 
 #: How long a job waits before going back to the queue while the shared store is unreachable.
 STORE_OUTAGE_PAUSE_S = 1.0
+#: Added to the holder's remaining lease before a waiting copy looks again: past a dead holder's
+#: lapse, and spread out so hundreds of copies do not all come back in the same instant.
+LEASE_WAIT_JITTER_S = (0.2, 1.5)
 
 
+# max_retries=None: a copy may wait for a live holder many times (one whose retries take
+# minutes); each wait is a new message with a countdown, never a thread.
 @shared_task(  # type: ignore[untyped-decorator]
-    name=TASK_NAME, bind=True, acks_late=True, reject_on_worker_lost=True, typing=False
+    name=TASK_NAME,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    typing=False,
+    max_retries=None,
 )
 def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     """Open one editing session and publish the job's terminal result; the message is acked after.
@@ -33,8 +48,17 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     well_formed = not args and set(kwargs) == {"job"}
     try:
         return handler.handle(
-            kwargs.get("job"), task_id=self.request.id, well_formed=well_formed
+            kwargs.get("job"),
+            task_id=self.request.id,
+            well_formed=well_formed,
+            waited=bool(self.request.retries),
         ).summary()
+    except LeaseHeld as exc:
+        raise wait_for_lease(self, kwargs, exc) from exc
+    except AnsweredByHolder as exc:
+        # The worker this copy waited for has published the result: one result per job.
+        logger.info("Job %s: %s; this copy is done.", self.request.id, exc)
+        return "answered by the worker that held its lease"
     except WorkerStopping as exc:
         # Warm shutdown: the call in flight has finished; the retries are another worker's.
         logger.info("Job %s handed back: %s.", self.request.id, exc)
@@ -49,3 +73,47 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
         # Not acked: the job comes back, and a recorded outcome is published without a new call.
         logger.error("Job %s: %s; returning the job.", self.request.id, exc)
         raise Reject(str(exc), requeue=True) from exc
+
+
+def wait_for_lease(task: Task, kwargs: dict[str, Any], held: LeaseHeld) -> Retry | Reject:
+    """Send this copy back to wait while another worker holds the job's lease.
+
+    A Celery retry with a countdown: the copy is published again (same task id, ``retries``
+    counted, which tells the next run it waited) and this message acked. It costs no thread
+    while it waits (the consumer holds the copy until its time comes, as for any ETA) and does
+    not spin the queue: it comes back once, about when the holder's lease would lapse if it
+    stopped renewing. A dead holder's lease has lapsed by then and the copy runs the job; a
+    live holder's is renewed, and the copy waits again until the holder has published the
+    result (then it ends with none of its own). Sleeping in the task instead parks a pool
+    thread per copy (a worker that took a dead worker's hundreds of jobs stalled, and ignored
+    SIGTERM); an immediate requeue spins. The copy goes to the lease-wait queue, not the back
+    of the job queue, so a backlog there does not hold it up.
+    """
+    delay_s = held.retry_in_s + random.uniform(*LEASE_WAIT_JITTER_S)
+    logger.info("Job %s: %s; looking again in %.1f s.", task.request.id, held.message, delay_s)
+    try:
+        retry: Retry = task.retry(
+            countdown=delay_s,
+            queue=LEASE_WAIT_QUEUE,
+            throw=False,
+            argsrepr="()",
+            kwargsrepr=shown_kwargs(kwargs),
+        )
+    except Reject as exc:
+        # Celery could not publish the copy and would drop the message: keep it instead.
+        return Reject(f"could not send the job back to wait: {exc}", requeue=True)
+    return retry
+
+
+def shown_kwargs(kwargs: dict[str, Any]) -> str:
+    """The task's arguments as Flower shows them: a signed URL without its signature (as the
+    producers show them)."""
+    job = kwargs.get("job")
+    if isinstance(job, dict) and isinstance(job.get("source"), dict):
+        source = job["source"]
+        if isinstance(source.get("video_url"), str):
+            job = {**job, "source": {**source, "video_url": redact_url(source["video_url"])}}
+    try:
+        return json.dumps({"job": job})
+    except (TypeError, ValueError):
+        return "{...}"

@@ -77,14 +77,18 @@ class Fleet:
     _stack: ExitStack
     workers: list[Process] = field(default_factory=list)
 
-    def start_worker(self, **env_overrides: str) -> Process:
-        """Start one more worker process and wait until it answers a ping."""
+    def start_worker(
+        self, *, concurrency: int = CHAOS_CONCURRENCY, wait: bool = True, **env_overrides: str
+    ) -> Process:
+        """Start one more worker process and (unless ``wait`` is false) wait until it answers a
+        ping."""
         node = f"chaos-{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}@localhost"
         env = {**self.env, **env_overrides}
         process = self._stack.enter_context(
-            running(node.split("@")[0], worker_command(node, CHAOS_CONCURRENCY), env, self.workdir)
+            running(node.split("@")[0], worker_command(node, concurrency), env, self.workdir)
         )
-        wait_for_worker(process, self.broker_url, node)
+        if wait:
+            wait_for_worker(process, self.broker_url, node)
         self.workers.append(process)
         return process
 
@@ -132,6 +136,8 @@ class Tally:
 
     counts: Counter[str] = field(default_factory=Counter)
     results: dict[str, Result] = field(default_factory=dict)
+    #: When each job's first result arrived (``time.monotonic()``).
+    answered_at: dict[str, float] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -147,6 +153,7 @@ class Tally:
     def add(self, result: Result) -> None:
         self.counts[result.job_id] += 1
         self.results[result.job_id] = result
+        self.answered_at.setdefault(result.job_id, time.monotonic())
 
 
 def collect(
@@ -242,6 +249,26 @@ def leased_jobs(client: redis.Redis) -> set[str]:
     return {key.decode()[len("kling:job:") : -len(":lease")] for key in _keys(client, "lease")}
 
 
+def lease_holders(client: redis.Redis) -> dict[str, str]:
+    """Every job under lease now, and its holder (``host:pid:token``, see JobLease)."""
+    found = _keys(client, "lease")
+    holders = client.mget(found) if found else []
+    return {
+        key.decode()[len("kling:job:") : -len(":lease")]: (
+            holder.decode() if isinstance(holder, bytes) else str(holder)
+        )
+        for key, holder in zip(found, holders, strict=True)
+        if holder is not None
+    }
+
+
+def held_by(holders: dict[str, str], process: Process) -> set[str]:
+    """The jobs whose lease ``process`` (a worker, threads pool: one process) holds."""
+    return {
+        job for job, holder in holders.items() if holder.rsplit(":", 2)[1] == str(process.popen.pid)
+    }
+
+
 def _keys(client: redis.Redis, kind: str) -> list[bytes]:
     return list(client.scan_iter(match=f"kling:job:*:{kind}", count=1000))
 
@@ -277,10 +304,11 @@ def _rabbitmqctl(command: str) -> None:
 
 
 class RedisServer:
-    """A throw-away ``redis-server`` of our own (no persistence), so it can be restarted without
-    touching the shared one."""
+    """A throw-away ``redis-server`` of our own, so it can be restarted without touching the
+    shared one; without persistence unless ``persistent`` (AOF, as docker-compose runs it)."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+        self.persistent = persistent
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._workdir = workdir
@@ -291,7 +319,9 @@ class RedisServer:
         with log:
             command = [
                 "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", "--dir", str(self._workdir),
+                "--save", "", "--appendonly", "yes" if self.persistent else "no",
+                "--appendfilename", f"redis-{self.port}.aof",
+                "--appenddirname", f"redis-{self.port}-aof", "--dir", str(self._workdir),
             ]  # fmt: skip
             self._popen = subprocess.Popen(
                 command,

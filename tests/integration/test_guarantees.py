@@ -11,8 +11,8 @@ from kombu.connection import Connection
 from kombu.message import Message
 
 from contract.names import DEAD_LETTER_REASON_HEADER, JOB_QUEUE, TASK_NAME
-from contract.topology import JOB_EXCHANGE, connect, dead_letter_queue
-from producers import Producer, S3Object
+from contract.topology import JOB_EXCHANGE, connect, dead_letter_queue, lease_wait_queue
+from producers import Producer, S3Object, iter_results
 from tests.integration.stack import Stack
 from tests.services import SAMPLES_BUCKET
 
@@ -33,19 +33,38 @@ def test_a_resubmitted_job_id_gets_the_recorded_outcome_without_a_second_call(
     assert stack.sim.stats()["calls"] == 1
 
 
-def test_the_same_job_id_arriving_twice_at_once_calls_the_api_once(stack: Stack) -> None:
+def test_the_same_job_id_arriving_twice_at_once_calls_the_api_once_and_answers_once(
+    stack: Stack,
+) -> None:
+    # Given a job submitted twice at once, against an API answering in 0.5 s
     stack.sim.set_faults(latency_ms=500)
     with Producer(stack.settings) as producer:
         producer.submit(CLIP, job_id="upl-twice")
         producer.submit(CLIP, job_id="upl-twice")
 
-    sessions = set()
-    for _ in range(2):
-        result = stack.result("upl-twice", allow_repeats=True)
-        sessions.add(result.session_id)
-
-    assert len(sessions) == 1
+    # Then one copy calls the API and publishes the result; the other finds the lease held,
+    # waits apart (no thread), and ends without a call or a result of its own.
+    result = stack.result("upl-twice", allow_repeats=True)
+    wait_until_no_copy_waits(stack)
+    assert result.status == "succeeded"
+    assert [late.job_id for late in iter_results(stack.settings, idle_timeout_s=1.0)] == []
     assert stack.sim.stats()["calls"] == 1
+
+
+def wait_until_no_copy_waits(stack: Stack, timeout_s: float = 40.0) -> None:
+    """Until no job is waiting, scheduled, reserved or running on the worker (twice in a row)."""
+    deadline, quiet = time.monotonic() + timeout_s, 0
+    while quiet < 2:
+        assert time.monotonic() < deadline, "a job copy was still waiting"
+        inspect = stack.app.control.inspect(timeout=1.0)
+        busy = any(
+            any((found or {}).values())
+            for found in (inspect.scheduled(), inspect.reserved(), inspect.active())
+        )
+        with connect(stack.settings) as connection:
+            waiting = lease_wait_queue()(connection.default_channel).queue_declare()
+        quiet = 0 if busy or waiting.message_count else quiet + 1
+        time.sleep(0.5)
 
 
 def test_failures_about_our_account_are_not_remembered(stack: Stack) -> None:

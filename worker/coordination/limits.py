@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from contract.settings import Settings
-from worker.errors import RetryableError
+from worker.errors import RetryableError, WorkerStopping
 from worker.ops import metrics
 
 logger = logging.getLogger(__name__)
@@ -47,8 +47,11 @@ TARGET_MEMORY_S = 60.0
 #: Shortest and longest pause between two tries while the concurrency cap is full.
 MIN_POLL_S = 0.001
 MAX_POLL_S = 0.01
-#: Extra lease beyond the longest a call may take (two timeouts: a JWT re-sign sends it twice).
-LEASE_MARGIN_S = 10.0
+#: How long a call's fleet-wide slot outlives its worker's last renewal, unless
+#: ``KLING_SLOT_LEASE_SECONDS`` says otherwise: how soon a killed worker's slots come back.
+DEFAULT_SLOT_LEASE_S = 10.0
+#: How often a call waiting for a slot looks whether the worker is stopping.
+STOP_CHECK_S = 0.25
 #: The cap of :func:`unlimited`: more calls than any process runs at once.
 UNLIMITED_CONCURRENCY = 1_000_000
 
@@ -86,14 +89,10 @@ def unlimited() -> LocalLimiter:
     return LocalLimiter(max_concurrency=UNLIMITED_CONCURRENCY)
 
 
-def default_lease_s(timeout_s: float) -> float:
-    """A lease longer than any one call: two timeouts (JWT re-sign) and a margin."""
-    return 2 * timeout_s + LEASE_MARGIN_S
-
-
 def lease_s_from_settings(settings: Settings) -> float:
-    """How long a call's fleet-wide slot is held at most (``KLING_SLOT_LEASE_SECONDS``)."""
-    return settings.kling_slot_lease_seconds or default_lease_s(settings.kling_timeout_seconds)
+    """How long a call's fleet-wide slot outlives its worker's last renewal
+    (``KLING_SLOT_LEASE_SECONDS``); the worker renews it for as long as the call lasts."""
+    return settings.kling_slot_lease_seconds or DEFAULT_SLOT_LEASE_S
 
 
 @contextmanager
@@ -121,6 +120,12 @@ def holding(
         give_back(ok)
 
 
+def raise_if_stopping(stopping: threading.Event | None) -> None:
+    """A call not yet started when the worker stops is not made: its job goes back."""
+    if stopping is not None and stopping.is_set():
+        raise WorkerStopping("worker stopping before the call could take a slot")
+
+
 def succeeded(exc: BaseException | None) -> bool:
     """Whether a call counts toward recovery: any answer but a retryable failure does."""
     return exc is None or not isinstance(exc, RetryableError)
@@ -136,6 +141,7 @@ class LocalLimiter:
         max_rate: float | None = None,
         cool_down_s: float = BUSY_COOL_DOWN_S,
         clock: Callable[[], float] = time.monotonic,
+        stopping: threading.Event | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -144,6 +150,8 @@ class LocalLimiter:
         self._interval_s = 1 / max_rate if max_rate else 0.0
         self._cool_down_s = cool_down_s
         self._clock = clock
+        #: Set on warm shutdown: a call still waiting for a slot is not made.
+        self._stopping = stopping
         self._cond = threading.Condition()
         self._in_flight = 0
         self._target = float(max_concurrency)
@@ -192,6 +200,7 @@ class LocalLimiter:
     def _take(self) -> None:
         with self._cond:
             while True:
+                raise_if_stopping(self._stopping)
                 limit = max(1, min(self.max_concurrency, int(self._target)))
                 if self._in_flight < limit:
                     now = self._clock()
@@ -205,9 +214,9 @@ class LocalLimiter:
                             # Room for one more: pass the turn on (it may wait for the rate).
                             self._cond.notify()
                         return
-                    self._cond.wait(wait_s)
+                    self._cond.wait(min(wait_s, STOP_CHECK_S) if self._stopping else wait_s)
                 else:
-                    self._cond.wait()
+                    self._cond.wait(STOP_CHECK_S if self._stopping else None)
 
     def _give_back(self, *, succeeded: bool) -> None:
         with self._cond:

@@ -1,8 +1,11 @@
 """The fleet-wide call limits of :mod:`worker.coordination.limits`, held in Redis.
 
 Each call holds a *lease*: a member of a sorted set scored by its expiry, taken and given back by
-Lua scripts that first drop expired members, so a worker killed mid-call gives its slots back by
-itself after ``lease_s``. Times come from the Redis server's clock, never a node's.
+Lua scripts that first drop expired members. With a ``renewer`` (every worker process has one)
+the lease is short and renewed while the call lasts (:mod:`worker.coordination.renewal`), so a
+worker killed mid-call gives its slots back by itself within ``lease_s``, and a live worker's
+slow call never loses its slot; without one, ``lease_s`` is the longest a call may hold it.
+Times come from the Redis server's clock, never a node's.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 import time
 import uuid
 from contextlib import AbstractContextManager
+from typing import Any
 
 import redis
 
@@ -24,13 +28,20 @@ from worker.coordination.limits import (
     DECREASE_FACTOR,
     MAX_POLL_S,
     MIN_POLL_S,
+    STOP_CHECK_S,
     TARGET_MEMORY_S,
     LimiterStats,
     holding,
+    raise_if_stopping,
 )
+from worker.coordination.renewal import HeldLease, LeaseRenewer
 from worker.coordination.translation import translated
 
 logger = logging.getLogger(__name__)
+
+#: How long a call waits for an unreachable Redis to come back before its job goes back.
+STORE_OUTAGE_WAIT_S = 15.0
+STORE_OUTAGE_PAUSE_S = 0.5
 
 
 # KEYS: slots, next_call, target. ARGV: holder, lease_us, cap, interval_us.
@@ -119,6 +130,8 @@ class RedisLimiter:
         key_prefix: str = keys.LIMITS,
         cool_down_s: float = BUSY_COOL_DOWN_S,
         owns_client: bool = True,
+        renewer: LeaseRenewer | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -126,6 +139,9 @@ class RedisLimiter:
         if lease_s <= 0:
             raise ValueError("lease_s must be positive")
         self._redis = client
+        self._renewer = renewer
+        #: Set on warm shutdown: a call still waiting for a slot is not made.
+        self._stopping = stopping
         self.max_concurrency = max_concurrency
         self.max_rate = max_rate
         self.lease_s = lease_s
@@ -216,21 +232,45 @@ class RedisLimiter:
         with self._turn, translated():
             pause = MIN_POLL_S
             while True:
+                raise_if_stopping(self._stopping)
                 self._freed.clear()
-                granted, rate_wait_us, _, _, now_us = self._acquire(keys=keys, args=args)
+                granted, rate_wait_us, _, _, now_us = self._acquire_waiting_out_outages(keys, args)
                 if granted:
                     self._calls.started_us = int(now_us)
+                    if self._renewer is not None:
+                        self._renewer.hold(self._lease(holder))
                     return
                 if rate_wait_us:
                     # The rate's wait is exact; a little jitter spreads the nodes apart.
-                    time.sleep(int(rate_wait_us) / 1_000_000 + random.uniform(0, MIN_POLL_S))
+                    wait_s = int(rate_wait_us) / 1_000_000 + random.uniform(0, MIN_POLL_S)
+                    time.sleep(min(wait_s, STOP_CHECK_S) if self._stopping else wait_s)
                     continue
                 # Full: try again when this process frees a slot, or after a growing pause
                 # (another process may have freed one).
                 self._freed.wait(random.uniform(pause / 2, pause))
                 pause = min(MAX_POLL_S, pause * 2)
 
+    def _acquire_waiting_out_outages(self, keys: list[str], args: list[str | int]) -> Any:
+        """One try of the acquire script. While Redis is away (a restart), keep trying for up
+        to :data:`STORE_OUTAGE_WAIT_S`: a job in the middle of its retries keeps its attempts
+        instead of going back to the queue and calling again from the first."""
+        deadline = time.monotonic() + STORE_OUTAGE_WAIT_S
+        while True:
+            try:
+                return self._acquire(keys=keys, args=args)
+            except redis.ConnectionError:
+                if time.monotonic() >= deadline:
+                    raise
+                raise_if_stopping(self._stopping)
+                time.sleep(STORE_OUTAGE_PAUSE_S)
+
+    def _lease(self, holder: str) -> HeldLease:
+        return HeldLease(self._slots_key, holder, self.lease_s, in_sorted_set=True)
+
     def _give_back(self, holder: str, *, succeeded: bool) -> None:
+        if self._renewer is not None:
+            # Before Redis: a renewal under way must not bring the slot back.
+            self._renewer.drop(self._lease(holder))
         try:
             self._release(
                 keys=[self._slots_key, self._target_key],

@@ -8,6 +8,7 @@ The Redis implementations translate every Redis error into :class:`~worker.error
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 import redis
@@ -16,12 +17,18 @@ from contract.settings import Settings
 from worker.coordination.breaker import BreakerState, LocalBreaker, RedisBreaker
 from worker.coordination.limits import CallLimiter, LocalLimiter, lease_s_from_settings
 from worker.coordination.limits_redis import RedisLimiter
-from worker.coordination.outcomes import LocalOutcomeStore, OutcomeStore, RedisOutcomeStore
+from worker.coordination.outcomes import (
+    JOB_LEASE_S,
+    LocalOutcomeStore,
+    OutcomeStore,
+    RedisOutcomeStore,
+)
+from worker.coordination.renewal import LeaseRenewer, tick_s_for
 from worker.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-#: Extra Redis connections beyond one per worker thread (renewal, breaker reads, metrics).
+#: Extra Redis connections beyond one per worker thread (lease renewal, breaker reads, metrics).
 SPARE_CONNECTIONS = 16
 #: How long a thread waits for a free pooled connection before the store counts as away.
 POOL_WAIT_S = 30
@@ -30,19 +37,32 @@ SOCKET_TIMEOUT_S = 10
 
 @dataclass
 class Coordination:
-    """What the worker processes of a fleet share: outcomes and leases, breaker, call limits."""
+    """What the worker processes of a fleet share: outcomes and leases, breaker, call limits.
+
+    With Redis, ``renewer`` keeps this process's job leases and call slots alive: :meth:`start`
+    it with the worker, :meth:`close` stops it. In-process state needs no renewal (its leases
+    last until released), so ``renewer`` is then ``None`` and both calls still work.
+    """
 
     outcomes: OutcomeStore
     breaker: BreakerState
     limiter: CallLimiter
     client: redis.Redis | None
+    renewer: LeaseRenewer | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, pool_size: int | None = None) -> Coordination:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        pool_size: int | None = None,
+        stopping: threading.Event | None = None,
+    ) -> Coordination:
         """Shared through Redis when ``REDIS_URL`` is set, else within this process.
 
         The Redis server is asked once here, so a wrong ``REDIS_URL`` stops the worker at start
-        (:class:`ConfigurationError`) instead of failing its first job.
+        (:class:`ConfigurationError`) instead of failing its first job. ``stopping`` (set on
+        warm shutdown) makes calls still waiting for a slot go back unmade.
         """
         if not settings.redis_url:
             logger.warning(
@@ -55,24 +75,37 @@ class Coordination:
                 limiter=LocalLimiter(
                     max_concurrency=settings.kling_max_concurrency,
                     max_rate=settings.kling_max_rate,
+                    stopping=stopping,
                 ),
                 client=None,
             )
         client = connect(settings.redis_url, pool_size or settings.worker_concurrency)
+        slot_lease_s = lease_s_from_settings(settings)
+        renewer = LeaseRenewer(client, tick_s=tick_s_for(JOB_LEASE_S, slot_lease_s))
         return cls(
-            outcomes=RedisOutcomeStore(client),
+            outcomes=RedisOutcomeStore(client, renewer=renewer),
             breaker=RedisBreaker(client, open_s=settings.kling_circuit_open_seconds),
             limiter=RedisLimiter(
                 client,
                 max_concurrency=settings.kling_max_concurrency,
                 max_rate=settings.kling_max_rate,
-                lease_s=lease_s_from_settings(settings),
+                lease_s=slot_lease_s,
                 owns_client=False,
+                renewer=renewer,
+                stopping=stopping,
             ),
             client=client,
+            renewer=renewer,
         )
 
+    def start(self) -> None:
+        """Start renewing this process's leases (nothing to do without Redis)."""
+        if self.renewer is not None:
+            self.renewer.start()
+
     def close(self) -> None:
+        if self.renewer is not None:
+            self.renewer.stop()
         self.limiter.close()
         if self.client is not None:
             self.client.close()

@@ -21,7 +21,7 @@ import redis
 import requests
 from requests.adapters import HTTPAdapter
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from worker.coordination.limits_redis import RedisLimiter
 from worker.errors import UpstreamBusy

@@ -8,10 +8,10 @@ import time
 import pytest
 
 from contract.settings import Settings
-from worker.coordination.limits import LocalLimiter
+from worker.coordination.limits import DEFAULT_SLOT_LEASE_S, LocalLimiter
 from worker.coordination.limits_redis import RedisLimiter
 from worker.coordination.store import Coordination
-from worker.errors import UpstreamBusy, VideoRejected
+from worker.errors import UpstreamBusy, VideoRejected, WorkerStopping
 
 
 def run_calls(limiter: LocalLimiter, threads: int, calls_each: int, hold_s: float) -> int:
@@ -90,11 +90,46 @@ def test_without_redis_the_limiter_is_in_process() -> None:
     assert (limiter.max_concurrency, limiter.max_rate) == (3, 5.0)
 
 
-def test_with_redis_the_limiter_is_fleet_wide_and_its_lease_outlives_a_call(
+def test_with_redis_the_limiter_is_fleet_wide_with_short_renewed_slot_leases(
     redis_url: str,
 ) -> None:
     settings = Settings(_env_file=None, redis_url=redis_url, kling_timeout_seconds=30)
     coordination = Coordination.from_settings(settings)
     assert isinstance(coordination.limiter, RedisLimiter)
-    assert coordination.limiter.lease_s > 2 * settings.kling_timeout_seconds
+    # Shorter than a call: renewed while it lasts, so a killed worker's slots come back fast.
+    assert coordination.limiter.lease_s == DEFAULT_SLOT_LEASE_S < settings.kling_timeout_seconds
+    assert coordination.renewer is not None
+    assert coordination.renewer.tick_s < coordination.limiter.lease_s / 2
     coordination.close()
+
+
+def test_the_slot_lease_setting_still_sets_the_lease(redis_url: str) -> None:
+    settings = Settings(_env_file=None, redis_url=redis_url, kling_slot_lease_seconds=4)
+    coordination = Coordination.from_settings(settings)
+    assert isinstance(coordination.limiter, RedisLimiter)
+    assert coordination.limiter.lease_s == 4
+    assert coordination.renewer is not None
+    assert coordination.renewer.tick_s == 1
+    coordination.close()
+
+
+def test_a_call_waiting_for_a_slot_is_not_made_once_the_worker_stops() -> None:
+    stopping = threading.Event()
+    limiter = LocalLimiter(max_concurrency=1, stopping=stopping)
+    outcome: list[BaseException] = []
+
+    def wait_for_slot() -> None:
+        try:
+            with limiter.slot():
+                pass
+        except WorkerStopping as exc:
+            outcome.append(exc)
+
+    with limiter.slot():
+        waiter = threading.Thread(target=wait_for_slot)
+        waiter.start()
+        time.sleep(0.2)
+        stopping.set()
+        waiter.join(timeout=2)
+    assert not waiter.is_alive()
+    assert len(outcome) == 1

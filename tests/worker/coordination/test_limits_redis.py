@@ -22,6 +22,7 @@ from worker.coordination.limits_redis import RedisLimiter
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
 HAMMER = Path(__file__).with_name("hammer.py")
+HOLDER = Path(__file__).with_name("lease_holder.py")
 #: Worker processes in each test: the limits must hold across processes, not just threads.
 PROCESSES = 3
 
@@ -47,7 +48,7 @@ def hammer(redis_url: str, prefix: str, *options: str) -> subprocess.Popen[str]:
 
 
 def fleet(
-    redis_url: str, prefix: str, sim: RunningSimulator, *options: str, start_in_s: float = 1.5
+    redis_url: str, prefix: str, sim: RunningSimulator, *options: str, start_in_s: float = 5.0
 ) -> tuple[list[subprocess.Popen[str]], float]:
     """Start PROCESSES hammers that all begin calling at the same moment; returns that moment."""
     start_at = time.time() + start_in_s
@@ -165,4 +166,43 @@ def test_a_killed_workers_slots_come_back_within_the_lease(redis_url: str, prefi
         holder.kill()
         holder.wait(timeout=10)
         holder.stdout.close()
+        limiter.close()
+
+
+def test_a_live_workers_slots_are_renewed_and_a_killed_ones_come_back_within_the_lease(
+    redis_url: str, prefix: str
+) -> None:
+    # Given a worker process holding every slot of a cap of 4 with 1.5 s leases, renewing them
+    lease_s = 1.5
+    holder = subprocess.Popen(
+        [sys.executable, str(HOLDER), "--redis-url", redis_url, "--prefix", prefix,
+         "--slots", "4", "--lease-s", str(lease_s)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    limiter = RedisLimiter(
+        redis.Redis.from_url(redis_url),
+        max_concurrency=4,
+        lease_s=lease_s,
+        key_prefix=f"{prefix}:limits",
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        # While it lives, its calls keep their slots well past the lease time
+        time.sleep(3 * lease_s)
+        assert limiter.held() == 4
+        # When it is killed mid-call
+        holder.kill()
+        holder.wait(timeout=10)
+        killed_at = time.monotonic()
+        # Then a new call gets a slot within the lease time
+        with limiter.slot():
+            waited_s = time.monotonic() - killed_at
+        assert waited_s <= lease_s + 0.5
+        assert limiter.held() == 0
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)
+        if holder.stdout is not None:
+            holder.stdout.close()
         limiter.close()

@@ -1,11 +1,20 @@
-"""The in-process outcome store (no REDIS_URL): bounded, and leases exclusive per job."""
+"""The in-process outcome store (no REDIS_URL): bounded, and leases exclusive per job, with the
+same claim protocol as the Redis store."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from contract.results import Result
-from worker.coordination.outcomes import LocalOutcomeStore, worth_remembering
+from worker.coordination.outcomes import (
+    AnsweredByHolder,
+    JobLease,
+    LeaseHeld,
+    LocalOutcomeStore,
+    worth_remembering,
+)
 from worker.errors import AuthFailed, VideoRejected
 from worker.pipeline import failed
 
@@ -29,19 +38,20 @@ def test_the_store_forgets_the_oldest_outcome_beyond_its_bound() -> None:
 def test_a_lease_is_exclusive_until_released() -> None:
     store = LocalOutcomeStore()
 
-    assert store.claim("job", "worker-1", lease_s=60)
-    assert not store.claim("job", "worker-2", lease_s=60)
+    assert store.claim("job", "worker-1", lease_s=60).granted
+    assert not store.claim("job", "worker-2", lease_s=60).granted
     store.release("job", "worker-2")  # not the holder: no effect
-    assert not store.claim("job", "worker-2", lease_s=60)
+    assert not store.claim("job", "worker-2", lease_s=60).granted
     store.release("job", "worker-1")
-    assert store.claim("job", "worker-2", lease_s=60)
+    assert store.claim("job", "worker-2", lease_s=60).granted
 
 
-def test_an_expired_lease_can_be_taken_over() -> None:
+def test_a_local_lease_lasts_until_released_with_no_renewal() -> None:
+    # The process holding it holds the store too: nothing can outlive it, nothing to renew.
     store = LocalOutcomeStore()
 
-    assert store.claim("job", "crashed-worker", lease_s=0.0)
-    assert store.claim("job", "next-worker", lease_s=60)
+    assert store.claim("job", "worker-1", lease_s=0.0).granted
+    assert not store.claim("job", "worker-2", lease_s=60).granted
 
 
 def test_a_claim_returns_the_recorded_outcome_instead_of_a_lease() -> None:
@@ -50,8 +60,34 @@ def test_a_claim_returns_the_recorded_outcome_instead_of_a_lease() -> None:
 
     claimed = store.claim("job", "worker-1", lease_s=60)
 
-    assert isinstance(claimed, Result)
-    assert claimed.job_id == "job"
+    assert claimed.recorded is not None
+    assert claimed.recorded.job_id == "job"
+    assert not claimed.granted
+
+
+def test_a_copy_that_waited_is_answered_once_the_holder_has_published() -> None:
+    store = LocalOutcomeStore()
+    lease = JobLease(store, lease_s=5)
+    with lease.held("job") as hold:
+        with pytest.raises(LeaseHeld), lease.held("job"):
+            pytest.fail("the lease was held")
+        hold.answered = True
+
+    with pytest.raises(AnsweredByHolder), lease.held("job", waited=True):
+        pytest.fail("the holder answered")
+    # A new submission is tried afresh.
+    with lease.held("job") as hold:
+        assert hold.recorded is None
+
+
+def test_a_copy_runs_the_job_when_the_holder_gave_it_back_unanswered() -> None:
+    store = LocalOutcomeStore()
+    assert store.claim("job", "holder", lease_s=5).granted
+    assert not store.claim("job", "copy", lease_s=5).granted
+
+    store.release("job", "holder", answered=False)
+
+    assert store.claim("job", "copy-again", lease_s=5, waited=True).granted
 
 
 def test_only_outcomes_about_the_clip_are_worth_remembering() -> None:

@@ -166,13 +166,19 @@ def collect_results(settings: Settings, job_ids: set[str]) -> dict[str, Result]:
     return found
 
 
+def celery_state(result: Result) -> str:
+    """The state Flower shows for a job's task run: FAILURE for a failed job, else SUCCESS."""
+    return "SUCCESS" if result.succeeded else "FAILURE"
+
+
 def wait_for_flower(run: OpsRun) -> None:
     """Until Flower has seen every job's task finish."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     tasks: dict[str, dict[str, object]] = {}
+    expected = {run.job_ids[name]: celery_state(result) for name, result in run.results.items()}
     while time.monotonic() < deadline:
         tasks = run.flower_api("/api/tasks").json()
-        if all(tasks.get(job_id, {}).get("state") == "SUCCESS" for job_id in run.job_ids.values()):
+        if all(tasks.get(job_id, {}).get("state") == state for job_id, state in expected.items()):
             return
         time.sleep(0.3)
     pytest.fail(f"Flower did not see every task end: {tasks}")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from devstack.processes import ROOT
 
-#: The virtual host the operations tests run on.
-OPS_VHOST = "kling-ops-test"
+#: The virtual host the operations tests run on (``KLING_OPS_TEST_VHOST`` overrides it, so that
+#: engineers sharing one RabbitMQ each keep to their own).
+OPS_VHOST = os.environ.get("KLING_OPS_TEST_VHOST", "kling-ops-test")
 #: Flower's basic-auth credentials in the tests.
 FLOWER_USER, FLOWER_PASSWORD = "operator", "flower-test-password"
 

@@ -36,6 +36,7 @@ from contract.topology import (
 )
 from worker.errors import ConfigurationError, JobEndedFailed
 from worker.ops import logs, metrics
+from worker.ops import queue_metrics as _queue_metrics  # noqa: F401  (kling_worker_unacked_jobs)
 from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)

@@ -30,6 +30,7 @@ from kombu.exceptions import OperationalError
 from kombu.message import Message
 from kombu.messaging import Producer
 
+from contract.messages import raw_body
 from contract.names import DEAD_LETTER_REASON_HEADER, JOB_QUEUE
 from contract.settings import Settings
 from contract.topology import JOB_EXCHANGE, connect, dead_letter_queue, job_queue
@@ -56,13 +57,12 @@ class DeadLetter:
     def from_message(cls, message: Message) -> DeadLetter:
         headers = dict(message.headers) if isinstance(message.headers, dict) else {}
         reason = headers.get(DEAD_LETTER_REASON_HEADER)
-        body = message.body
         return cls(
             reason=str(reason) if reason is not None else None,
             headers=headers,
             content_type=message.content_type or None,
             content_encoding=message.content_encoding or None,
-            body=body if isinstance(body, bytes) else str(body).encode(),
+            body=raw_body(message.body, message.content_encoding),
         )
 
     def replay_headers(self) -> dict[str, Any]:

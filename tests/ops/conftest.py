@@ -33,8 +33,15 @@ from devstack.processes import (
 from producers import KlingVideo, Producer, Result, S3Object, VideoUrl, iter_results
 from simulator.samples import SAMPLE_CLIPS
 from simulator.testing import RunningSimulator
-from tests.ops.processes import FLOWER_PASSWORD, FLOWER_USER, OPS_VHOST, flower_command
-from tests.services import API_KEY, PUBLIC_BUCKET, SAMPLES_BUCKET
+from tests.ops.fleet import Fleet
+from tests.ops.processes import (
+    FLEET_VHOST,
+    FLOWER_PASSWORD,
+    FLOWER_USER,
+    OPS_VHOST,
+    flower_command,
+)
+from tests.services import API_KEY, PUBLIC_BUCKET, SAMPLES_BUCKET, STATE_REDIS_URL
 
 #: A query that looks like a presigned URL's: its values must never reach Flower or a log.
 SIGNED_QUERY = "X-Amz-Credential=AKIAOPSTEST%2F20260101&X-Amz-Signature=deadbeef0123456789"
@@ -182,3 +189,19 @@ def wait_for_flower(run: OpsRun) -> None:
             return
         time.sleep(0.3)
     pytest.fail(f"Flower did not see every task end: {tasks}")
+
+
+@pytest.fixture(scope="session")
+def fleet_broker_url(rabbitmq_url: str) -> str:
+    return ensure_vhost(FLEET_VHOST)
+
+
+@pytest.fixture
+def fleet(
+    fleet_broker_url: str, redis_url: str, api_sim: RunningSimulator, tmp_path: Path
+) -> Iterator[Fleet]:
+    """A fresh fleet: empty queues on the fleet vhost, no shared state, a clean simulator."""
+    found = Fleet(fleet_broker_url, STATE_REDIS_URL, api_sim, tmp_path)
+    found.reset()
+    yield found
+    api_sim.reset()

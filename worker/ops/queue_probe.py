@@ -5,7 +5,7 @@ Asked without RabbitMQ's management plugin, at a cost that does not grow with th
 - RabbitMQ: a passive ``queue.declare`` of the job queue and of the dead-letter queue gives the
   ready count and the consumer count. The oldest job's age comes from peeking at the head
   message: ``basic.get`` without ack, read its ``submitted_at``, then ``basic.reject`` with
-  requeue, which puts it back in its old place (tests/worker/ops/test_queue_probe.py checks the
+  requeue, which puts it back in its old place (tests/ops/test_queue_probe.py checks the
   order). The message is then marked redelivered; nothing in the worker acts on that flag.
 - Redis: ``LLEN`` of the job list (and of kombu's priority sub-lists), and ``LINDEX -1``, the next
   message to be taken, read in place.

@@ -1,5 +1,8 @@
 """The queue probe against real brokers: counts, the oldest job's age, and that peeking at the
-head of the queue leaves every job where it was."""
+head of the queue leaves every job where it was.
+
+On brokers no other test's worker consumes from: the fleet virtual host, and for the Redis broker
+the shared-state database (which holds no lists)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ from contract.names import DEAD_LETTER_QUEUE, JOB_QUEUE
 from contract.settings import Settings
 from contract.topology import connect, declare_topology, purge_queues
 from producers import Producer
+from tests.services import STATE_REDIS_URL
 from worker.ops.queue_probe import AmqpProbe, ProbeFailed, RedisBrokerProbe, job_time, probe_for
 
 #: Seconds the oldest job's computed age may differ from its real one (clock reads, probing).
@@ -42,8 +46,8 @@ def task_ids_in_queue_order(settings: Settings) -> list[str]:
 
 
 @pytest.fixture
-def amqp_settings(rabbitmq_url: str) -> Iterator[Settings]:
-    settings = Settings(_env_file=None, celery_broker_url=rabbitmq_url)
+def amqp_settings(fleet_broker_url: str) -> Iterator[Settings]:
+    settings = Settings(_env_file=None, celery_broker_url=fleet_broker_url)
     purge_queues(settings)
     yield settings
     purge_queues(settings)
@@ -51,7 +55,7 @@ def amqp_settings(rabbitmq_url: str) -> Iterator[Settings]:
 
 @pytest.fixture
 def redis_broker_settings(redis_url: str) -> Iterator[Settings]:
-    settings = Settings(_env_file=None, celery_broker_url=redis_url)
+    settings = Settings(_env_file=None, celery_broker_url=STATE_REDIS_URL)
     purge_queues(settings)
     yield settings
     purge_queues(settings)

@@ -10,19 +10,24 @@ from __future__ import annotations
 import json
 import sys
 from importlib.metadata import entry_points
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 import click
 
 from contract.errors import InvalidJobError
 from contract.jobs import Job, KlingVideo, S3Object, VideoUrl
-from contract.names import RESULT_QUEUE
+from contract.names import JOB_QUEUE, RESULT_QUEUE
 from contract.settings import Settings
 from producers.consume import iter_results
+from producers.dead_letters import list_dead_letters, replay_dead_letters
+from producers.errors import BrokerUnavailable, SharedStoreUnavailable
 from producers.producer import Producer
+from producers.status import job_statuses
 
 #: Exit status for input that breaks the contract (nothing was enqueued).
 EXIT_INVALID = 2
+#: Exit status when the shared store or the broker cannot be reached.
+EXIT_UNREACHABLE = 1
 #: Entry-point group of the commands other packages add to ``kling-jobs``.
 COMMANDS_GROUP = "kling_jobs.commands"
 
@@ -125,6 +130,51 @@ def results(follow: bool, max_results: int | None, queue: str) -> None:
         pass
 
 
+@main.command()
+@click.argument("job_ids", nargs=-1, required=True, metavar="JOB_ID...")
+def status(job_ids: tuple[str, ...]) -> None:
+    """Print where each job is, one JSON line each, from the fleet's shared store (REDIS_URL).
+
+    state is "recorded" (its outcome is stored; result is the published result), "running" (a
+    worker holds it now) or "unknown" (queued, never seen, or an outcome the fleet does not keep).
+    """
+    try:
+        for found in job_statuses(Settings().redis_url, job_ids):
+            click.echo(found.to_json())
+    except SharedStoreUnavailable as exc:
+        _unreachable(str(exc))
+
+
+@main.group("dead-letters")
+def dead_letters() -> None:
+    """Look at the dead-letter queue (messages that are not a job) and move them back."""
+
+
+@dead_letters.command("list")
+@click.option("--max", "max_count", type=click.IntRange(min=1), help="Show at most N.")
+def list_letters(max_count: int | None) -> None:
+    """Print dead letters as JSON lines (reason, headers, content_type, body); they stay queued."""
+    try:
+        for letter in list_dead_letters(Settings(), max_count=max_count):
+            click.echo(json.dumps(letter.to_wire(), ensure_ascii=False))
+    except BrokerUnavailable as exc:
+        _unreachable(str(exc))
+
+
+@dead_letters.command("replay")
+@click.option("--reason", metavar="TEXT", help="Only letters whose reason contains TEXT.")
+@click.option("--max", "max_count", type=click.IntRange(min=1), help="Move at most N.")
+@click.option("--dry-run", is_flag=True, help="Count the letters that would move; move none.")
+def replay_letters(reason: str | None, max_count: int | None, dry_run: bool) -> None:
+    """Move matching dead letters back to the job queue, byte for byte, and print how many."""
+    try:
+        moved = replay_dead_letters(Settings(), reason=reason, max_count=max_count, dry_run=dry_run)
+    except BrokerUnavailable as exc:
+        _unreachable(str(exc))
+    verb = "would move" if dry_run else "moved"
+    click.echo(f"{verb} {moved} dead letter(s) to {JOB_QUEUE}")
+
+
 def _single_source(
     video_id: str | None, task_id: str | None, s3_uri: str | None, video_url: str | None
 ) -> KlingVideo | S3Object | VideoUrl:
@@ -177,3 +227,8 @@ def _submit_file(settings: Settings, lines: IO[str]) -> None:
 def _fail(message: str) -> None:
     click.echo(f"kling-jobs: {message}", err=True)
     sys.exit(EXIT_INVALID)
+
+
+def _unreachable(message: str) -> NoReturn:
+    click.echo(f"kling-jobs: {message}", err=True)
+    sys.exit(EXIT_UNREACHABLE)

@@ -4,8 +4,10 @@
 
     ContractError
     ├── InvalidJobError         the job breaks the contract: nothing was sent
-    └── ProducerError           the job was valid, but the broker did not take it
-        └── PublishNotConfirmed nacked, not confirmed in time, or the channel closed
+    └── ProducerError           a valid request the broker or the shared store did not serve
+        ├── PublishNotConfirmed nacked, not confirmed in time, or the channel closed
+        ├── BrokerUnavailable   the broker cannot be reached (dead letters)
+        └── SharedStoreUnavailable  REDIS_URL is unset or the store does not answer (status)
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from contract.errors import ContractError, InvalidJobError
 
 
 class ProducerError(ContractError):
-    """Root of the errors about getting valid jobs onto the broker."""
+    """Root of the errors about valid requests (jobs, status, dead letters) that failed."""
 
 
 class PublishNotConfirmed(ProducerError):
@@ -25,4 +27,19 @@ class PublishNotConfirmed(ProducerError):
     """
 
 
-__all__ = ["ContractError", "InvalidJobError", "ProducerError", "PublishNotConfirmed"]
+class SharedStoreUnavailable(ProducerError):
+    """Raised when ``REDIS_URL`` is unset or the fleet's shared store does not answer."""
+
+
+class BrokerUnavailable(ProducerError):
+    """Raised when the broker cannot be reached or drops the connection mid-way."""
+
+
+__all__ = [
+    "BrokerUnavailable",
+    "ContractError",
+    "InvalidJobError",
+    "ProducerError",
+    "PublishNotConfirmed",
+    "SharedStoreUnavailable",
+]

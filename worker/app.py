@@ -35,8 +35,9 @@ from contract.topology import (
     transport_options,
     warn_embedded_broker,
 )
-from worker.errors import ConfigurationError
+from worker.errors import ConfigurationError, JobEndedFailed
 from worker.ops import logs, metrics
+from worker.ops import queue_metrics as _queue_metrics  # noqa: F401  (kling_worker_unacked_jobs)
 from worker.runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -214,9 +215,16 @@ def _on_worker_shutdown_metrics(sender: Any = None, **_: Any) -> None:
         metrics.stop_exporter()
 
 
-def _on_task_postrun(sender: Any = None, state: str | None = None, **_: Any) -> None:
-    # The task raises (Reject) only when its result could not be published.
-    if getattr(sender, "name", None) == TASK_NAME and state in (states.REJECTED, states.FAILURE):
+def _on_task_postrun(
+    sender: Any = None, state: str | None = None, retval: Any = None, **_: Any
+) -> None:
+    # The task raises Reject when its result could not be published, and JobEndedFailed after a
+    # failed job's result was published: only the first (or any other failure) published nothing.
+    if getattr(sender, "name", None) != TASK_NAME:
+        return
+    if state == states.REJECTED or (
+        state == states.FAILURE and not isinstance(retval, JobEndedFailed)
+    ):
         metrics.count_publish_failure()
 
 

@@ -13,6 +13,7 @@
     │   ├── AccountBlocked          account_blocked
     │   ├── BadGatewayAnswer        bad_gateway_answer
     │   └── UpstreamUnavailable     upstream_unavailable: a retryable failure past the budget
+    ├── JobEndedFailed              a `failed` result is published: the task run ends FAILURE
     ├── WorkerStopping              the worker is shutting down: hand the job back, unfinished
     ├── StoreUnavailable            the fleet's shared store (Redis) did not answer
     ├── ConfigurationError          the worker cannot start with these settings
@@ -108,6 +109,23 @@ class UpstreamUnavailable(JobFailure):
     error_type = "upstream_unavailable"
     # The job failed for good, but the caller may well submit it again later.
     retryable = True
+
+
+class JobEndedFailed(KlingWorkerError):
+    """Raised by the task after a job's ``failed`` result is published, so that Celery records
+    the run as FAILURE (Flower's *Failed* filter finds it). Its text is the error type alone.
+
+    The task lists it in ``throws``: Celery logs it without a traceback, acks the message (late
+    acks ack failures too) and never retries it. The job's outcome is its published result.
+    """
+
+    def __init__(self, error_type: str) -> None:
+        super().__init__(error_type)
+        self.error_type = error_type
+
+    def __reduce__(self) -> tuple[type[JobEndedFailed], tuple[str]]:
+        # Picklable with its one argument (Celery's exception info may copy it).
+        return (type(self), (self.error_type,))
 
 
 class WorkerStopping(KlingWorkerError):

@@ -8,6 +8,7 @@ from typing import Any
 from kombu.connection import Connection
 from kombu.pools import ProducerPool
 
+from contract.messages import raw_body
 from contract.names import DEAD_LETTER_QUEUE, DEAD_LETTER_REASON_HEADER, result_routing_key
 from contract.results import Result
 from contract.topology import (
@@ -66,10 +67,10 @@ class ResultPublisher:
         """Copy ``message`` (body bytes, content type, headers) to the dead-letter queue."""
         headers = dict(message.headers) if isinstance(message.headers, dict) else {}
         headers[DEAD_LETTER_REASON_HEADER] = reason
-        body = message.body
         with self._producers.acquire(block=True) as producer:
             producer.publish(
-                body if isinstance(body, bytes) else str(body).encode(),
+                # The client decoded a body with a text encoding: the same codec restores it.
+                raw_body(message.body, message.content_encoding),
                 exchange=DEAD_LETTER_EXCHANGE,
                 routing_key=DEAD_LETTER_QUEUE,
                 content_type=message.content_type or "application/octet-stream",

@@ -15,8 +15,8 @@ from contract.names import TASK_NAME
 from contract.redaction import redact_url
 from contract.topology import LEASE_WAIT_QUEUE
 from worker.coordination.outcomes import AnsweredByHolder, LeaseHeld
-from worker.errors import StoreUnavailable, WorkerStopping
-from worker.handler import JobHandler, PublishFailed
+from worker.errors import JobEndedFailed, StoreUnavailable, WorkerStopping
+from worker.handler import Handled, JobHandler, PublishFailed
 
 logger = logging.getLogger(__name__)
 
@@ -35,24 +35,28 @@ LEASE_WAIT_JITTER_S = (0.2, 1.5)
     acks_late=True,
     reject_on_worker_lost=True,
     typing=False,
+    # Only the lease-wait copies are retried (wait_for_lease); a failed job never is.
     max_retries=None,
+    # A failed job is an expected ending: logged without a traceback, acked, never retried.
+    throws=(JobEndedFailed,),
 )
 def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     """Open one editing session and publish the job's terminal result; the message is acked after.
 
     The signature takes anything: a message with the wrong arguments still gets its
-    ``invalid_job`` result instead of a Celery ``TypeError`` that would drop it. The returned
-    summary is what Flower shows as the task's result (no result backend stores it).
+    ``invalid_job`` result instead of a Celery ``TypeError`` that would drop it. A success
+    returns a summary, which Flower shows as the task's result (no result backend stores it); a
+    failed job raises :class:`JobEndedFailed` once its result is published (see :func:`report`).
     """
     handler: JobHandler = self.app.runtime.handler
     well_formed = not args and set(kwargs) == {"job"}
     try:
-        return handler.handle(
+        handled = handler.handle(
             kwargs.get("job"),
             task_id=self.request.id,
             well_formed=well_formed,
             waited=bool(self.request.retries),
-        ).summary()
+        )
     except LeaseHeld as exc:
         raise wait_for_lease(self, kwargs, exc) from exc
     except AnsweredByHolder as exc:
@@ -73,6 +77,17 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
         # Not acked: the job comes back, and a recorded outcome is published without a new call.
         logger.error("Job %s: %s; returning the job.", self.request.id, exc)
         raise Reject(str(exc), requeue=True) from exc
+    return report(handled)
+
+
+def report(handled: Handled) -> str:
+    """How the task run ends once the result is published: a success returns its summary; a
+    failed job raises :class:`JobEndedFailed` with its error type, so Celery records FAILURE
+    (Flower's *Failed* filter, the error type as the exception) instead of SUCCESS."""
+    error = handled.result.error
+    if error is not None:
+        raise JobEndedFailed(error.type)
+    return handled.summary()
 
 
 def wait_for_lease(task: Task, kwargs: dict[str, Any], held: LeaseHeld) -> Retry | Reject:

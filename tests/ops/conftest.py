@@ -33,8 +33,15 @@ from devstack.processes import (
 from producers import KlingVideo, Producer, Result, S3Object, VideoUrl, iter_results
 from simulator.samples import SAMPLE_CLIPS
 from simulator.testing import RunningSimulator
-from tests.ops.processes import FLOWER_PASSWORD, FLOWER_USER, OPS_VHOST, flower_command
-from tests.services import API_KEY, PUBLIC_BUCKET, SAMPLES_BUCKET
+from tests.ops.fleet import Fleet
+from tests.ops.processes import (
+    FLEET_VHOST,
+    FLOWER_PASSWORD,
+    FLOWER_USER,
+    OPS_VHOST,
+    flower_command,
+)
+from tests.services import API_KEY, PUBLIC_BUCKET, SAMPLES_BUCKET, STATE_REDIS_URL
 
 #: A query that looks like a presigned URL's: its values must never reach Flower or a log.
 SIGNED_QUERY = "X-Amz-Credential=AKIAOPSTEST%2F20260101&X-Amz-Signature=deadbeef0123456789"
@@ -166,13 +173,35 @@ def collect_results(settings: Settings, job_ids: set[str]) -> dict[str, Result]:
     return found
 
 
+def celery_state(result: Result) -> str:
+    """The state Flower shows for a job's task run: FAILURE for a failed job, else SUCCESS."""
+    return "SUCCESS" if result.succeeded else "FAILURE"
+
+
 def wait_for_flower(run: OpsRun) -> None:
     """Until Flower has seen every job's task finish."""
     deadline = time.monotonic() + RUN_TIMEOUT_S
     tasks: dict[str, dict[str, object]] = {}
+    expected = {run.job_ids[name]: celery_state(result) for name, result in run.results.items()}
     while time.monotonic() < deadline:
         tasks = run.flower_api("/api/tasks").json()
-        if all(tasks.get(job_id, {}).get("state") == "SUCCESS" for job_id in run.job_ids.values()):
+        if all(tasks.get(job_id, {}).get("state") == state for job_id, state in expected.items()):
             return
         time.sleep(0.3)
     pytest.fail(f"Flower did not see every task end: {tasks}")
+
+
+@pytest.fixture(scope="session")
+def fleet_broker_url(rabbitmq_url: str) -> str:
+    return ensure_vhost(FLEET_VHOST)
+
+
+@pytest.fixture
+def fleet(
+    fleet_broker_url: str, redis_url: str, api_sim: RunningSimulator, tmp_path: Path
+) -> Iterator[Fleet]:
+    """A fresh fleet: empty queues on the fleet vhost, no shared state, a clean simulator."""
+    found = Fleet(fleet_broker_url, STATE_REDIS_URL, api_sim, tmp_path)
+    found.reset()
+    yield found
+    api_sim.reset()

@@ -12,9 +12,10 @@ import pytest
 import requests
 
 from contract.names import TASK_NAME
+from contract.topology import connect, job_queue
 from devstack.processes import ROOT, free_port, process_env, running, wait_for_http
 from producers import Producer, S3Object
-from tests.ops.conftest import OpsRun, collect_results
+from tests.ops.conftest import OpsRun, celery_state, collect_results
 from tests.ops.processes import FLOWER_PASSWORD, FLOWER_USER, flower_command
 from tests.services import API_KEY, SAMPLES_BUCKET
 
@@ -30,15 +31,47 @@ AUTH = (FLOWER_USER, FLOWER_PASSWORD)
 def test_flower_lists_every_job_as_a_finished_kling_task(ops_run: OpsRun) -> None:
     tasks = ops_run.flower_api("/api/tasks").json()
 
-    for job_id in ops_run.job_ids.values():
+    for name, job_id in ops_run.job_ids.items():
         task = tasks[job_id]
         assert task["name"] == TASK_NAME
-        # The task ends normally for a failed job too: the failure is in its published result.
-        assert task["state"] == "SUCCESS"
-        assert task["runtime"] > 0
+        assert task["state"] == celery_state(ops_run.results[name])
+        if task["state"] == "SUCCESS":
+            assert task["runtime"] > 0
+        else:  # a task-failed event carries no runtime, only when it failed
+            assert task["failed"] >= task["started"] > 0
         assert task["worker"] == ops_run.worker_node
         # Retries happen inside the run (kling_job_retries_total), not as Celery retries.
         assert task["retries"] == 0
+
+
+def test_a_failed_job_is_a_failure_in_flower_with_its_error_type(ops_run: OpsRun) -> None:
+    failed = {
+        ops_run.job_ids[name]: result.error.type
+        for name, result in ops_run.results.items()
+        if result.error is not None
+    }
+    assert list(failed.values()) == ["source_not_found"]
+
+    # Flower's Failed filter is this query: it finds the failed job and nothing else.
+    listed = ops_run.flower_api("/api/tasks?state=FAILURE").json()
+    assert set(listed) == set(failed)
+    for job_id, error_type in failed.items():
+        info = ops_run.flower_api(f"/api/task/info/{job_id}").json()
+        assert info["state"] == "FAILURE"
+        assert info["exception"] == f"JobEndedFailed('{error_type}')"
+        assert info["retries"] == 0
+        # An expected exception: one INFO line, no traceback in the worker's log.
+        lines = [line for line in ops_run.worker.log().splitlines() if job_id in line]
+        assert any("raised expected" in line for line in lines), lines
+    assert "Traceback" not in ops_run.worker.log()
+    # Published once (the run collected exactly one result each) and acked: nothing is left.
+    assert job_queue_depth(ops_run) == 0
+
+
+def job_queue_depth(run: OpsRun) -> int:
+    with connect(run.settings) as connection:
+        declared = job_queue()(connection.default_channel).queue_declare(passive=True)
+        return int(declared.message_count)
 
 
 def test_flower_shows_the_job_in_the_task_arguments(ops_run: OpsRun) -> None:
@@ -125,16 +158,16 @@ def test_flower_keeps_its_task_history_across_a_restart(ops_run: OpsRun, tmp_pat
         wait_for_http(flower, f"{url}/healthcheck", "OK")
         tasks = requests.get(f"{url}/api/tasks", auth=AUTH, timeout=10).json()
 
-    # Then the task is still listed, finished
+    # Then the task is still listed, finished (a missing object: a failed job)
     assert tasks[job_id]["name"] == TASK_NAME
-    assert tasks[job_id]["state"] == "SUCCESS"
+    assert tasks[job_id]["state"] == "FAILURE"
 
 
 def wait_for_task(flower_url: str, job_id: str) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         tasks = requests.get(f"{flower_url}/api/tasks", auth=AUTH, timeout=10).json()
-        if tasks.get(job_id, {}).get("state") == "SUCCESS":
+        if tasks.get(job_id, {}).get("state") in ("SUCCESS", "FAILURE"):
             return
         time.sleep(0.3)
     pytest.fail(f"Flower never saw {job_id} end")

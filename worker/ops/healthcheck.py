@@ -3,6 +3,11 @@
 A container health check: the ping goes out through the broker and the worker answers it from
 its consumer loop, so a worker whose broker connection is lost, or whose loop is stuck, fails.
 With ``--metrics`` it also checks that the process's metrics exporter answers.
+
+With ``--liveness`` (a Kubernetes liveness probe) it passes while the broker itself cannot be
+reached: restarting the worker does not bring a broker back, and a probe that failed then would
+crash-loop every worker through an outage. It fails only when the broker answers and the worker
+does not: a stuck worker, which a restart does fix.
 """
 
 from __future__ import annotations
@@ -31,7 +36,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--metrics", action="store_true", help="also require METRICS_PORT to answer /metrics"
     )
+    parser.add_argument(
+        "--liveness",
+        action="store_true",
+        help="pass while the broker is unreachable; fail only if it answers and the worker not",
+    )
     return parser
+
+
+def broker_answers(timeout_s: float) -> bool:
+    """Whether this probe itself can open a connection to the configured broker."""
+    try:
+        with app.connection_for_read(connect_timeout=timeout_s) as connection:
+            connection.connect()
+    except Exception:
+        return False
+    return True
 
 
 def ping(node: str, timeout_s: float) -> bool:
@@ -52,6 +72,12 @@ def metrics_answer(port: int, timeout_s: float) -> bool:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.liveness and not broker_answers(args.timeout):
+        print(
+            "kling-worker-health: the broker cannot be reached; the worker is not at fault "
+            "(a restart would not help): live"
+        )
+        return
     if not ping(args.node, args.timeout):
         print(f"kling-worker-health: {args.node} did not answer", file=sys.stderr)
         sys.exit(1)

@@ -1,0 +1,112 @@
+"""The exporter's view of the shared store, read back from a real limiter and breaker in Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from contract.settings import Settings
+from worker.coordination.breaker import RedisBreaker
+from worker.coordination.limits_redis import RedisLimiter
+from worker.errors import AccountBlocked
+from worker.ops.fleet_state import AccountKeys, FleetStateReader, accounts_from_settings
+from worker.ops.queue_probe import ProbeFailed
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture
+def client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def account(client: redis.Redis) -> Iterator[AccountKeys]:
+    """An account on keys of its own, deleted after the test."""
+    prefix = f"kling:test-fleet:{uuid.uuid4().hex}"
+    yield AccountKeys(
+        name="default",
+        limits_prefix=f"{prefix}:limits",
+        breaker_key=f"{prefix}:circuit",
+        call_limit=3,
+    )
+    found = list(client.scan_iter(f"{prefix}:*"))
+    if found:
+        client.delete(*found)
+
+
+def test_calls_in_flight_are_the_limiters_live_leases(
+    client: redis.Redis, account: AccountKeys
+) -> None:
+    limiter = RedisLimiter(
+        client, max_concurrency=3, lease_s=30, key_prefix=account.limits_prefix, owns_client=False
+    )
+    reader = FleetStateReader(client, [account])
+
+    with limiter.slot(), limiter.slot():
+        (during,) = reader.read()
+    (after,) = reader.read()
+
+    assert (during.account, during.calls_in_flight, during.call_limit) == ("default", 2, 3)
+    assert during.call_target == 3.0
+    assert after.calls_in_flight == 0
+
+
+def test_a_lowered_target_and_an_open_breaker_are_seen(
+    client: redis.Redis, account: AccountKeys
+) -> None:
+    limiter = RedisLimiter(
+        client,
+        max_concurrency=3,
+        lease_s=30,
+        key_prefix=account.limits_prefix,
+        cool_down_s=0,
+        owns_client=False,
+    )
+    breaker = RedisBreaker(client, open_s=30, key=account.breaker_key)
+    reader = FleetStateReader(client, [account])
+    (before,) = reader.read()
+
+    with limiter.slot(), limiter.slot():
+        limiter.report_busy()  # the fleet backs off to 70 % of the two in flight
+        breaker.trip(AccountBlocked("1102: account balance is not enough", api_code=1102))
+        # Read before the slots go back: each success grows the target again.
+        (after,) = reader.read()
+
+    assert not before.paused
+    assert after.paused
+    assert after.call_target == pytest.approx(1.4)
+
+
+def test_expired_leases_of_dead_callers_are_not_in_flight(
+    client: redis.Redis, account: AccountKeys
+) -> None:
+    seconds, micros = client.time()
+    client.zadd(f"{account.limits_prefix}:slots", {"dead-holder": seconds * 1_000_000 + micros - 1})
+
+    (state,) = FleetStateReader(client, [account]).read()
+
+    assert state.calls_in_flight == 0
+
+
+def test_today_there_is_one_account_named_default_on_the_workers_keys() -> None:
+    limiter = RedisLimiter(redis.Redis(), max_concurrency=7, lease_s=1, owns_client=False)
+
+    (account,) = accounts_from_settings(Settings(_env_file=None, kling_max_concurrency=7))
+
+    assert account.name == "default"
+    assert account.call_limit == 7
+    assert f"{account.limits_prefix}:slots" == limiter._slots_key
+    assert f"{account.limits_prefix}:target" == limiter._target_key
+
+
+def test_a_store_that_does_not_answer_fails_the_read() -> None:
+    account = accounts_from_settings(Settings(_env_file=None))
+    reader = FleetStateReader.from_url("redis://127.0.0.1:1/0", account)
+    with pytest.raises(ProbeFailed):
+        reader.read()

@@ -1,0 +1,105 @@
+"""What the fleet's shared store (``REDIS_URL``) says about upstream calls, per account: how many
+are in flight against the fleet-wide cap, the cap the fleet is backing off to, and whether calls
+are paused by the circuit breaker.
+
+Read-only, a few O(log n) commands in one round trip. The key names are the limiter's
+(worker/coordination/limits_redis.py) and the breaker's (contract/keys.py);
+tests/worker/ops/test_fleet_state.py reads them back from a real limiter and breaker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+
+from contract import keys
+from contract.settings import Settings
+from worker.ops.queue_probe import PROBE_TIMEOUT_S, ProbeFailed
+
+#: The one account of a fleet without KLING_ACCOUNTS_FILE (docs/contract.md, "Accounts").
+DEFAULT_ACCOUNT = "default"
+
+
+@dataclass(frozen=True)
+class AccountKeys:
+    """Where one account's call limits and breaker live in the shared store."""
+
+    name: str
+    #: ``RedisLimiter``'s ``key_prefix``: ``<prefix>:slots`` (a sorted set of leases scored by
+    #: their expiry, in µs) and ``<prefix>:target`` (the lowered in-flight target, if any).
+    limits_prefix: str
+    breaker_key: str
+    #: The configured cap on calls in flight across the fleet.
+    call_limit: int
+
+
+def accounts_from_settings(settings: Settings) -> list[AccountKeys]:
+    """The accounts whose state the exporter reads: today the one ``default`` account.
+
+    With several accounts (KLING_ACCOUNTS_FILE) this returns one entry per account, with that
+    account's key prefix and ``max_concurrency``; the metrics already carry the label.
+    """
+    return [
+        AccountKeys(
+            name=DEFAULT_ACCOUNT,
+            limits_prefix=keys.LIMITS,
+            breaker_key=keys.BREAKER,
+            call_limit=settings.kling_max_concurrency,
+        )
+    ]
+
+
+@dataclass(frozen=True)
+class AccountState:
+    account: str
+    calls_in_flight: int
+    call_limit: int
+    #: The in-flight target after the fleet backed off on busy answers (the limit if it did not).
+    call_target: float
+    paused: bool
+
+
+class FleetStateReader:
+    def __init__(self, client: redis.Redis, accounts: list[AccountKeys]) -> None:
+        self._redis = client
+        self._accounts = accounts
+
+    @classmethod
+    def from_url(cls, url: str, accounts: list[AccountKeys]) -> FleetStateReader:
+        client = redis.Redis.from_url(
+            url, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
+        )
+        return cls(client, accounts)
+
+    def read(self) -> list[AccountState]:
+        """Every account's state now; raises :class:`ProbeFailed` when the store does not answer."""
+        try:
+            seconds, micros = self._redis.time()
+            now_us = seconds * 1_000_000 + micros
+            pipe = self._redis.pipeline(transaction=False)
+            for account in self._accounts:
+                # Leases past their expiry belong to dead callers: not in flight.
+                pipe.zcount(f"{account.limits_prefix}:slots", f"({now_us}", "+inf")
+                pipe.get(f"{account.limits_prefix}:target")
+                pipe.exists(account.breaker_key)
+            answers = pipe.execute()
+        except redis.RedisError as exc:
+            raise ProbeFailed(f"{type(exc).__name__}: {exc}") from exc
+        states = []
+        for index, account in enumerate(self._accounts):
+            in_flight, target, paused = answers[3 * index : 3 * index + 3]
+            limit = float(account.call_limit)
+            states.append(
+                AccountState(
+                    account=account.name,
+                    calls_in_flight=int(in_flight),
+                    call_limit=account.call_limit,
+                    call_target=min(limit, float(target)) if target is not None else limit,
+                    paused=bool(paused),
+                )
+            )
+        return states
+
+    def close(self) -> None:
+        self._redis.close()

@@ -25,6 +25,7 @@ from worker.coordination.limits import (
     MAX_POLL_S,
     MIN_POLL_S,
     TARGET_MEMORY_S,
+    Capacity,
     LimiterStats,
     holding,
 )
@@ -146,6 +147,8 @@ class RedisLimiter:
         self._calls = threading.local()
         self._stats_lock = threading.Lock()
         self.stats = LimiterStats()
+        #: Held and limit from the latest acquire answer (for choosing between accounts).
+        self._seen: Capacity | None = None
 
     def slot(self) -> AbstractContextManager[None]:
         holder = self._holder_prefix + uuid.uuid4().hex
@@ -183,6 +186,10 @@ class RedisLimiter:
                 int(lowered) / 1000,
             )
 
+    def capacity(self) -> Capacity | None:
+        """Held and limit as the latest acquire answer gave them (no round trip)."""
+        return self._seen
+
     def target(self) -> float:
         """The fleet's current in-flight target (the cap unless lowered)."""
         raw = self._redis.get(self._target_key)
@@ -217,7 +224,8 @@ class RedisLimiter:
             pause = MIN_POLL_S
             while True:
                 self._freed.clear()
-                granted, rate_wait_us, _, _, now_us = self._acquire(keys=keys, args=args)
+                granted, rate_wait_us, held, limit, now_us = self._acquire(keys=keys, args=args)
+                self._seen = Capacity(held=int(held), limit=int(limit))
                 if granted:
                     self._calls.started_us = int(now_us)
                     return

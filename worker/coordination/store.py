@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import redis
 
+from contract import keys
 from contract.settings import Settings
 from worker.coordination.breaker import BreakerState, LocalBreaker, RedisBreaker
 from worker.coordination.limits import CallLimiter, LocalLimiter, lease_s_from_settings
@@ -30,12 +31,15 @@ SOCKET_TIMEOUT_S = 10
 
 @dataclass
 class Coordination:
-    """What the worker processes of a fleet share: outcomes and leases, breaker, call limits."""
+    """What the worker processes of a fleet share: outcomes and leases, and for each account a
+    breaker and call limits (:meth:`breaker_for`, :meth:`limiter_for`)."""
 
     outcomes: OutcomeStore
-    breaker: BreakerState
-    limiter: CallLimiter
     client: redis.Redis | None
+    #: How long an account's calls pause after an account failure (KLING_CIRCUIT_OPEN_SECONDS).
+    open_s: float
+    #: Longest a call holds its slot, and a probe call the probe (KLING_SLOT_LEASE_SECONDS).
+    lease_s: float
 
     @classmethod
     def from_settings(cls, settings: Settings, *, pool_size: int | None = None) -> Coordination:
@@ -44,36 +48,47 @@ class Coordination:
         The Redis server is asked once here, so a wrong ``REDIS_URL`` stops the worker at start
         (:class:`ConfigurationError`) instead of failing its first job.
         """
+        timing = {
+            "open_s": settings.kling_circuit_open_seconds,
+            "lease_s": lease_s_from_settings(settings),
+        }
         if not settings.redis_url:
             logger.warning(
-                "REDIS_URL is not set: idempotency, the circuit breaker and call limits hold "
+                "REDIS_URL is not set: idempotency, the circuit breakers and call limits hold "
                 "within this worker process only. Set REDIS_URL to share them across the fleet."
             )
-            return cls(
-                outcomes=LocalOutcomeStore(),
-                breaker=LocalBreaker(open_s=settings.kling_circuit_open_seconds),
-                limiter=LocalLimiter(
-                    max_concurrency=settings.kling_max_concurrency,
-                    max_rate=settings.kling_max_rate,
-                ),
-                client=None,
-            )
+            return cls(outcomes=LocalOutcomeStore(), client=None, **timing)
         client = connect(settings.redis_url, pool_size or settings.worker_concurrency)
-        return cls(
-            outcomes=RedisOutcomeStore(client),
-            breaker=RedisBreaker(client, open_s=settings.kling_circuit_open_seconds),
-            limiter=RedisLimiter(
-                client,
-                max_concurrency=settings.kling_max_concurrency,
-                max_rate=settings.kling_max_rate,
-                lease_s=lease_s_from_settings(settings),
-                owns_client=False,
-            ),
-            client=client,
+        return cls(outcomes=RedisOutcomeStore(client), client=client, **timing)
+
+    def breaker_for(self, account: str) -> BreakerState:
+        """The circuit breaker of ``account`` (its own Redis keys)."""
+        if self.client is None:
+            return LocalBreaker(open_s=self.open_s, account=account, probe_lease_s=self.lease_s)
+        return RedisBreaker(
+            self.client,
+            open_s=self.open_s,
+            key=keys.account_breaker(account),
+            account=account,
+            probe_lease_s=self.lease_s,
+        )
+
+    def limiter_for(
+        self, account: str, *, max_concurrency: int, max_rate: float | None
+    ) -> CallLimiter:
+        """The fleet-wide cap, rate and back-off of ``account`` (its own Redis keys)."""
+        if self.client is None:
+            return LocalLimiter(max_concurrency=max_concurrency, max_rate=max_rate)
+        return RedisLimiter(
+            self.client,
+            max_concurrency=max_concurrency,
+            max_rate=max_rate,
+            lease_s=self.lease_s,
+            key_prefix=keys.account_limits(account),
+            owns_client=False,
         )
 
     def close(self) -> None:
-        self.limiter.close()
         if self.client is not None:
             self.client.close()
 

@@ -8,10 +8,12 @@ import time
 import pytest
 
 from contract.settings import Settings
+from worker.accounts import load_accounts
 from worker.coordination.limits import LocalLimiter
 from worker.coordination.limits_redis import RedisLimiter
 from worker.coordination.store import Coordination
 from worker.errors import UpstreamBusy, VideoRejected
+from worker.runtime import account_pool
 
 
 def run_calls(limiter: LocalLimiter, threads: int, calls_each: int, hold_s: float) -> int:
@@ -83,9 +85,14 @@ def test_busy_answers_lower_the_target_once_per_round_and_successes_recover_it()
     assert limiter.target() == 10
 
 
+def default_limiter(settings: Settings, coordination: Coordination) -> object:
+    """The limiter the runtime gives the one account of a fleet without an accounts file."""
+    return account_pool(load_accounts(settings), coordination, settings).lane("default").limiter
+
+
 def test_without_redis_the_limiter_is_in_process() -> None:
     settings = Settings(_env_file=None, kling_max_concurrency=3, kling_max_rate=5.0)
-    limiter = Coordination.from_settings(settings).limiter
+    limiter = default_limiter(settings, Coordination.from_settings(settings))
     assert isinstance(limiter, LocalLimiter)
     assert (limiter.max_concurrency, limiter.max_rate) == (3, 5.0)
 
@@ -95,6 +102,7 @@ def test_with_redis_the_limiter_is_fleet_wide_and_its_lease_outlives_a_call(
 ) -> None:
     settings = Settings(_env_file=None, redis_url=redis_url, kling_timeout_seconds=30)
     coordination = Coordination.from_settings(settings)
-    assert isinstance(coordination.limiter, RedisLimiter)
-    assert coordination.limiter.lease_s > 2 * settings.kling_timeout_seconds
+    limiter = default_limiter(settings, coordination)
+    assert isinstance(limiter, RedisLimiter)
+    assert limiter.lease_s > 2 * settings.kling_timeout_seconds
     coordination.close()

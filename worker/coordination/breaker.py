@@ -88,6 +88,21 @@ def _state(error: JobFailure) -> str:
     )
 
 
+# KEYS: pause, probe_due, probe. ARGV: holder, lease_ms. 1: the caller may call (closed, or it
+# now holds the probe); 0: still paused, or another caller probes.
+_TAKE_PROBE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  return 1
+end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', tonumber(ARGV[2])) then
+  return 1
+end
+return 0
+"""
+
 # KEYS: probe. ARGV: holder. Gives the probe back only if this holder still has it.
 _GIVE_BACK_PROBE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -124,6 +139,7 @@ class RedisBreaker:
         self._account = account
         self._recheck_s = recheck_s
         self._probe_lease_ms = max(1, round(probe_lease_s * 1000))
+        self._take_probe = client.register_script(_TAKE_PROBE)
         self._give_back = client.register_script(_GIVE_BACK_PROBE)
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
@@ -156,7 +172,10 @@ class RedisBreaker:
 
     def take_probe(self) -> bool:
         try:
-            taken = self._redis.set(self._probe_key, self._holder, nx=True, px=self._probe_lease_ms)
+            taken = self._take_probe(
+                keys=[self._key, self._due_key, self._probe_key],
+                args=[self._holder, self._probe_lease_ms],
+            )
         except redis.RedisError as exc:
             logger.warning("Circuit breaker probe not coordinated (%s); calling anyway.", exc)
             return True

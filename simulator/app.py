@@ -87,12 +87,20 @@ async def init_selection(request: web.Request) -> web.StreamResponse:
     """`POST .../multi-elements/init-selection`."""
     state = request.app[STATE]
     raw = await request.read()
-    state.stats.started(request.path, request.headers.get("Authorization"), _decode_for_log(raw))
+    authorization = request.headers.get("Authorization")
+    state.stats.started(request.path, authorization, _decode_for_log(raw))
+    # The account a call carries the keys of counts it in flight from its arrival, like the
+    # overall stats; the keys are checked at the auth stage, after the gateway.
+    account, refused = state.book.identify(authorization)
+    if account is not None:
+        account.started()
     handled = Handled(None, "fault", "dropped")
     try:
-        handled = await _handle(state, request, raw)
+        handled = await _handle(state, request, raw, account, refused)
     finally:
         state.stats.finished(handled.outcome, handled.code)
+        if account is not None:
+            account.finished(handled.code)
     if handled.response is None:
         if request.transport is not None:
             request.transport.abort()
@@ -100,7 +108,13 @@ async def init_selection(request: web.Request) -> web.StreamResponse:
     return handled.response
 
 
-async def _handle(state: SimState, request: web.Request, raw: bytes) -> Handled:
+async def _handle(
+    state: SimState,
+    request: web.Request,
+    raw: bytes,
+    account: AccountState | None,
+    refused: int | None,
+) -> Handled:
     if request.method != "POST":
         return _kling(1202, "request_rejected", f"The requested method {request.method} is invalid")
     action, latency_s = state.plan.next_call()
@@ -109,22 +123,9 @@ async def _handle(state: SimState, request: web.Request, raw: bytes) -> Handled:
     gateway = _gateway_fault(action, request)
     if gateway is not None:
         return gateway
-    account, refused = state.book.identify(request.headers.get("Authorization"))
     if account is None:
         assert refused is not None
         return _kling(refused, "auth_failed")
-    account.started()
-    handled = Handled(None, "fault", "dropped")
-    try:
-        handled = await _handle_account(state, request, raw, action, account)
-        return handled
-    finally:
-        account.finished(handled.code)
-
-
-async def _handle_account(
-    state: SimState, request: web.Request, raw: bytes, action: Action, account: AccountState
-) -> Handled:
     if account.depleted:
         return _kling(1102, "account_blocked")
     limit = state.plan.config.max_concurrency

@@ -116,9 +116,9 @@ class RedisBreaker:
     """One account's breaker, shared by the fleet through Redis under ``key`` (the pause),
     ``key:probe_due`` and ``key:probe``.
 
-    The state read from Redis is trusted for ``recheck_s``, so the common case costs one Redis
-    call per process every so often rather than one per job; a trip elsewhere reaches this
-    process within that time.
+    A closed state read from Redis is trusted for ``recheck_s``, so the common case costs one
+    Redis call per process every so often rather than one per job; a trip elsewhere reaches
+    this process within that time.
     """
 
     def __init__(
@@ -143,13 +143,12 @@ class RedisBreaker:
         self._give_back = client.register_script(_GIVE_BACK_PROBE)
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
         self._lock = threading.Lock()
-        self._cached = CLOSED
         self._cached_until = 0.0
 
     def view(self) -> BreakerView:
         with self._lock:
             if time.monotonic() < self._cached_until:
-                return self._cached
+                return CLOSED
         try:
             paused, due = self._redis.mget(self._key, self._due_key)
         except redis.RedisError as exc:
@@ -162,8 +161,11 @@ class RedisBreaker:
             seen = BreakerView(self._error(due), probe_due=True)
         else:
             seen = CLOSED
-        with self._lock:
-            self._cached, self._cached_until = seen, time.monotonic() + self._recheck_s
+        if seen is CLOSED:
+            # Only "closed" is trusted for a while: a pause (or its end, when an operator clears
+            # it) shows at once, at one read per call while the account is paused.
+            with self._lock:
+                self._cached_until = time.monotonic() + self._recheck_s
         return seen
 
     def _error(self, raw: bytes | str) -> JobFailure:

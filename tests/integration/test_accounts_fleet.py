@@ -5,12 +5,17 @@ billing is read in both forms, and no key reaches logs, results, metrics or Flow
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
+from os import EX_CONFIG
+from pathlib import Path
 
 import pytest
 
 from contract.results import Billing
+from devstack.processes import process_env, worker_command
 from tests.integration.accounts_fleet import (
+    ACCOUNTS_FILE,
     BACKUP_UNITS,
     CAPS,
     SECRETS,
@@ -149,3 +154,28 @@ def test_no_account_secret_reaches_logs_results_metrics_or_flower(run: FleetRun)
     for where, text in texts.items():
         for secret in SECRETS:
             assert secret not in text, f"{secret} in {where}"
+
+
+def test_a_bad_accounts_file_stops_the_worker_at_start_without_showing_a_secret(
+    rabbitmq_url: str, tmp_path: Path
+) -> None:
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(ACCOUNTS_FILE.replace('name = "backup"', 'name = "main"'))
+    env = process_env(rabbitmq_url, KLING_ACCOUNTS_FILE=str(accounts), METRICS_PORT="0")
+
+    done = subprocess.run(
+        worker_command("bad-accounts@localhost", 1),
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == EX_CONFIG
+    output = done.stdout + done.stderr
+    assert "The worker cannot start" in output
+    assert "account 'main' is listed twice (lines 1 and 6)" in output
+    for secret in SECRETS:
+        assert secret not in output

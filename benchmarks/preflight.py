@@ -36,12 +36,13 @@ from contract.settings import Settings
 from simulator.samples import SAMPLE_CLIPS, sample_clip_path
 from tests.simulator.clip_host import serving_clips
 from tests.worker.preflight.corpus import Shape, encode
+from worker.accounts import load_accounts
 from worker.backoff import Backoff
-from worker.coordination.breaker import LocalBreaker
+from worker.coordination.store import Coordination
 from worker.pipeline import Pipeline
 from worker.preflight import Preflight
+from worker.runtime import account_pool
 from worker.sources import SourceResolver
-from worker.upstream.client import KlingClient
 
 LARGE_CLIP = "large_moov_at_end.mp4"
 BYTES_READ = "kling_preflight_bytes_read_total"
@@ -184,10 +185,11 @@ def pipelines(sim_url: str) -> tuple[Pipeline, Pipeline]:
     def pipeline(preflight: Preflight | None) -> Pipeline:
         return Pipeline(
             resolver=SourceResolver.from_settings(settings),
-            client=KlingClient.from_settings(settings),
+            accounts=account_pool(
+                load_accounts(settings), Coordination.from_settings(settings), settings
+            ),
             backoff=Backoff(base_s=0.01, max_s=0.01),
             max_attempts=1,
-            breaker=LocalBreaker(open_s=0.0),
             preflight=preflight,
         )
 

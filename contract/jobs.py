@@ -30,10 +30,14 @@ from contract.errors import InvalidJobError
 MAX_METADATA_BYTES = 16 * 1024
 #: Characters a ``job_id`` may hold (1-128 of them).
 JOB_ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+#: Characters an account name may hold (1-64 of them): it appears in results, logs, metrics
+#: and the fleet's Redis keys.
+ACCOUNT_NAME_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
 _HOST = re.compile(r"^(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.?|\[?[0-9A-Fa-f:.]+\]?)$")
 
 JobId = Annotated[str, Field(pattern=JOB_ID_PATTERN)]
+AccountName = Annotated[str, Field(pattern=ACCOUNT_NAME_PATTERN)]
 NonEmpty = Annotated[str, Field(min_length=1, max_length=1024)]
 
 
@@ -106,6 +110,8 @@ class Job(_Frozen):
     source: Source
     metadata: dict[str, Any] = Field(default_factory=dict)
     submitted_at: datetime | None = None
+    #: The Kling account that must open this session (docs/contract.md, "Accounts").
+    account: AccountName | None = None
 
     @field_validator("metadata")
     @classmethod
@@ -125,8 +131,12 @@ class Job(_Frozen):
         return value
 
     def to_wire(self) -> dict[str, Any]:
-        """The JSON object a producer sends as the task's ``job`` keyword."""
-        return self.model_dump(mode="json")
+        """The JSON object a producer sends as the task's ``job`` keyword.
+
+        ``account`` is left out when unset, so a job without one is the same message a worker
+        that predates accounts accepts.
+        """
+        return self.model_dump(mode="json", exclude={"account"} if self.account is None else None)
 
 
 def metadata_size(metadata: dict[str, Any]) -> int:
@@ -144,11 +154,17 @@ def make_job(
     *,
     job_id: str | None = None,
     metadata: dict[str, Any] | None = None,
+    account: str | None = None,
     allow_http: bool = False,
 ) -> Job:
     """Build and validate a job the way producers do (fresh id and ``submitted_at``)."""
     return complete_job(
-        {"source": source.model_dump(), "job_id": job_id, "metadata": metadata},
+        {
+            "source": source.model_dump(),
+            "job_id": job_id,
+            "metadata": metadata,
+            "account": account,
+        },
         allow_http=allow_http,
     )
 

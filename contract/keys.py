@@ -8,10 +8,21 @@ from __future__ import annotations
 
 #: The first part of every key the fleet writes.
 PREFIX = "kling"
-#: The circuit breaker's state (JSON), set while calls are paused.
+#: The circuit breaker's state (JSON), set while calls are paused (one breaker, no account).
 BREAKER = f"{PREFIX}:circuit"
-#: Prefix of the fleet-wide call limiter's keys.
+#: Prefix of the fleet-wide call limiter's keys (one limiter, no account).
 LIMITS = f"{PREFIX}:limits"
+
+
+def account_breaker(account: str) -> str:
+    """Prefix of the circuit breaker keys of ``account``: the pause (JSON, expiring), the probe
+    due after it, and who holds the probe call."""
+    return f"{PREFIX}:account:{account}:circuit"
+
+
+def account_limits(account: str) -> str:
+    """Prefix of the fleet-wide call limiter keys of ``account`` (its cap, rate and back-off)."""
+    return f"{PREFIX}:account:{account}:limits"
 
 
 def outcome(job_id: str) -> str:

@@ -48,6 +48,17 @@ class VideoFacts(_Frozen):
     normalized_video_url: str | None = None
 
 
+class Billing(_Frozen):
+    """What an answer said its call charged; each figure ``None`` when the answer left it out."""
+
+    #: ``data.final_unit_deduction``.
+    units: float | None = None
+    #: ``data.final_balance_deduction.quota``.
+    quota: float | None = None
+    #: ``data.final_balance_deduction.list_price``.
+    list_price: float | None = None
+
+
 class Result(_Frozen):
     """The one terminal outcome of a job, as published to ``kling.results``."""
 
@@ -60,6 +71,10 @@ class Result(_Frozen):
     metadata: dict[str, Any]
     video: VideoFacts | None
     kling_request_id: str | None
+    # Defaults: outcomes recorded before accounts existed are still read and published again.
+    #: The account whose call produced this result (its session lives there); ``None``: no call.
+    account: str | None = None
+    billing: Billing | None = None
     error: ResultError | None
     attempts: int
     submitted_at: datetime | None

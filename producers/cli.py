@@ -71,6 +71,11 @@ def main() -> None:
 )
 @click.option("--job-id", help="Your idempotency key (default: a new UUID4).")
 @click.option("--metadata", metavar="JSON", help="A JSON object returned untouched in the result.")
+@click.option(
+    "--account",
+    metavar="NAME",
+    help="The fleet's Kling account that must open the session (default: the fleet chooses).",
+)
 def submit(
     video_id: str | None,
     task_id: str | None,
@@ -79,6 +84,7 @@ def submit(
     jobs_file: IO[str] | None,
     job_id: str | None,
     metadata: str | None,
+    account: str | None,
 ) -> None:
     """Enqueue one job (or a file of jobs) and print each job_id.
 
@@ -87,6 +93,7 @@ def submit(
       kling-jobs submit --video-id VID --task-id TID
       kling-jobs submit --s3 s3://uploads/clips/a.mp4 --metadata '{"upload_id": 42}'
       kling-jobs submit --url https://cdn.example.com/a.mp4 --job-id upl-42
+      kling-jobs submit --video-id VID --task-id TID --account main
     Many jobs, one JSON object a line:
       kling-jobs submit --file jobs.jsonl
     """
@@ -95,15 +102,20 @@ def submit(
     if len(given) != 1:
         _fail("give exactly one of --video-id/--task-id, --s3, --url or --file")
     if jobs_file is not None:
-        if job_id or metadata:
-            _fail("--job-id and --metadata go with a single job; put them in the file's lines")
+        if job_id or metadata or account:
+            _fail(
+                "--job-id, --metadata and --account go with a single job; "
+                "put them in the file's lines"
+            )
         _submit_file(settings, jobs_file)
         return
     try:
         source = _single_source(video_id, task_id, s3_uri, video_url)
         parsed_metadata = _metadata(metadata)
         with Producer(settings) as producer:
-            click.echo(producer.submit(source, job_id=job_id, metadata=parsed_metadata))
+            click.echo(
+                producer.submit(source, job_id=job_id, metadata=parsed_metadata, account=account)
+            )
     except (InvalidJobError, ValueError) as exc:
         _fail(str(exc))
 

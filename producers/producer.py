@@ -71,12 +71,18 @@ class Producer:
         source: KlingVideo | S3Object | VideoUrl,
         job_id: str | None = None,
         metadata: dict[str, Any] | None = None,
+        account: str | None = None,
     ) -> str:
-        """Enqueue one job and return its ``job_id`` (a fresh UUID4 when none is given)."""
+        """Enqueue one job and return its ``job_id`` (a fresh UUID4 when none is given).
+
+        ``account`` pins the job to that Kling account of the fleet (a Kling-generated clip
+        must be opened by the account that generated it); ``None`` lets the fleet choose.
+        """
         job = make_job(
             source,
             job_id=job_id,
             metadata=metadata,
+            account=account,
             allow_http=self.settings.allow_http_video_urls,
         )
         self._reconnecting(lambda: self._publish(job))
@@ -86,7 +92,7 @@ class Producer:
         """Validate every job first, then enqueue them all; returns their ``job_id`` in order.
 
         Items are :class:`Job` objects or job objects as JSON would hold them (``job_id``,
-        ``metadata`` and ``submitted_at`` optional). One invalid item raises
+        ``metadata``, ``submitted_at`` and ``account`` optional). One invalid item raises
         :class:`InvalidJobError` naming its position, and nothing is enqueued.
         """
         prepared = [self.prepare(job, position) for position, job in enumerate(jobs, start=1)]

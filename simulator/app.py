@@ -1,8 +1,9 @@
 """The aiohttp application: the init-selection endpoint (both paths) and the `/_sim` admin API.
 
 A call goes through the same stages as at CometAPI/Kling: the gateway (where scripted or random
-gateway faults, HTML pages and dropped connections happen), authentication, the per-account
-parallel-task limit, then the request rules and the clip itself.
+gateway faults, HTML pages and dropped connections happen), authentication (which names the
+account), the account's resource pack and parallel-task limit, then the request rules and the
+clip itself.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from aiohttp import web
 
 from contract.clip_rules import ClipFacts, not_a_video
 from simulator import answers
-from simulator.auth import check_authorization
+from simulator.accounts import AccountBook, AccountConfigError, AccountState, SimAccount
 from simulator.clip_probe import DownloadError
 from simulator.clip_rules import Rejection, check_clip, reject
 from simulator.config import SimulatorConfig
@@ -47,6 +48,7 @@ class SimState:
         self.stats = Stats()
         self.videos = VideoRegistry.from_file(config.videos_path)
         self.prober = Prober()
+        self.book = AccountBook(config.accounts, config.credentials)
         self.admitted = 0
         #: session_id -> the video_url it was opened on (None: a Kling-generated video).
         self.sessions: OrderedDict[str, str | None] = OrderedDict()
@@ -86,12 +88,20 @@ async def init_selection(request: web.Request) -> web.StreamResponse:
     """`POST .../multi-elements/init-selection`."""
     state = request.app[STATE]
     raw = await request.read()
-    state.stats.started(request.path, request.headers.get("Authorization"), _decode_for_log(raw))
+    authorization = request.headers.get("Authorization")
+    state.stats.started(request.path, authorization, _decode_for_log(raw))
+    # The account a call carries the keys of counts it in flight from its arrival, like the
+    # overall stats; the keys are checked at the auth stage, after the gateway.
+    account, refused = state.book.identify(authorization)
+    if account is not None:
+        account.started()
     handled = Handled(None, "fault", "dropped")
     try:
-        handled = await _handle(state, request, raw)
+        handled = await _handle(state, request, raw, account, refused)
     finally:
         state.stats.finished(handled.outcome, handled.code)
+        if account is not None:
+            account.finished(handled.code)
     if handled.response is None:
         if request.transport is not None:
             request.transport.abort()
@@ -99,7 +109,13 @@ async def init_selection(request: web.Request) -> web.StreamResponse:
     return handled.response
 
 
-async def _handle(state: SimState, request: web.Request, raw: bytes) -> Handled:
+async def _handle(
+    state: SimState,
+    request: web.Request,
+    raw: bytes,
+    account: AccountState | None,
+    refused: int | None,
+) -> Handled:
     if request.method != "POST":
         return _kling(1202, "request_rejected", f"The requested method {request.method} is invalid")
     action, latency_s = state.plan.next_call()
@@ -108,13 +124,16 @@ async def _handle(state: SimState, request: web.Request, raw: bytes) -> Handled:
     gateway = _gateway_fault(action, request)
     if gateway is not None:
         return gateway
-    refused = check_authorization(request.headers.get("Authorization"), state.config.credentials)
-    if refused is not None:
+    if account is None:
+        assert refused is not None
         return _kling(refused, "auth_failed")
+    if account.depleted:
+        return _kling(1102, "account_blocked")
     limit = state.plan.config.max_concurrency
-    if limit is not None and state.admitted >= limit:
+    if account.full or (limit is not None and state.admitted >= limit):
         return _kling(1303, "concurrency_limited")
     state.admitted += 1
+    account.admitted += 1
     try:
         if action.kind == "slow":
             await asyncio.sleep(state.plan.config.slow_seconds)
@@ -126,9 +145,10 @@ async def _handle(state: SimState, request: web.Request, raw: bytes) -> Handled:
             facts_or_rejection = await _resolve(state, selection)
         except RequestRejected as exc:
             return _kling(exc.code, "request_rejected", exc.message)
-        return _answer(state, request, selection, facts_or_rejection)
+        return _answer(state, request, selection, facts_or_rejection, account)
     finally:
         state.admitted -= 1
+        account.admitted -= 1
 
 
 def _gateway_fault(action: Action, request: web.Request) -> Handled | None:
@@ -194,6 +214,7 @@ def _answer(
     request: web.Request,
     selection: InitSelection,
     resolved: tuple[ClipFacts | None, Rejection | None],
+    account: AccountState,
 ) -> Handled:
     facts, rejection = resolved
     if rejection is not None:
@@ -207,8 +228,7 @@ def _answer(
     data = {
         "status": 0,
         "session_id": session_id,
-        "final_unit_deduction": units,
-        "final_balance_deduction": {"quota": units, "list_price": round(0.14 * units, 2)},
+        **account.bill(units),
         **_clip_data(facts),
         "normalized_video": f"{_base_url(request)}/_sim/normalized/{session_id}.mp4",
     }
@@ -238,8 +258,37 @@ async def _json_body(request: web.Request) -> Any:
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    """`GET /_sim/stats`."""
-    return _json(request.app[STATE].stats.to_json())
+    """`GET /_sim/stats`: the calls seen, overall and per account."""
+    state = request.app[STATE]
+    return _json({**state.stats.to_json(), "accounts": state.book.stats_json()})
+
+
+async def get_accounts(request: web.Request) -> web.Response:
+    """`GET /_sim/accounts`: each account's settings and live balance (never a key)."""
+    return _json([state.to_json() for state in request.app[STATE].book.accounts.values()])
+
+
+async def put_account(request: web.Request) -> web.Response:
+    """`PUT /_sim/accounts/{name}`: add or replace an account (201 when new)."""
+    name = request.match_info["name"]
+    try:
+        account = SimAccount.from_json(name, await _json_body(request))
+    except AccountConfigError as exc:
+        return _json({"error": str(exc)}, status=400)
+    new = request.app[STATE].book.put(account)
+    return _json(account.to_json(), status=201 if new else 200)
+
+
+async def patch_account(request: web.Request) -> web.Response:
+    """`PATCH /_sim/accounts/{name}`: change a live account's limit, balance or billing."""
+    name = request.match_info["name"]
+    try:
+        state = request.app[STATE].book.update(name, await _json_body(request))
+    except KeyError:
+        return _json({"error": f"no account {name!r}"}, status=404)
+    except (AccountConfigError, TypeError) as exc:
+        return _json({"error": str(exc)}, status=400)
+    return _json(state.to_json())
 
 
 async def get_requests(request: web.Request) -> web.Response:
@@ -268,6 +317,7 @@ async def post_reset(request: web.Request) -> web.Response:
     """`POST /_sim/reset`: stats, recent requests, script and faults back to start-up."""
     state = request.app[STATE]
     state.stats.reset()
+    state.book = AccountBook(state.config.accounts, state.config.credentials)
     state.plan = FaultPlan(state.config.faults)
     state.prober.clear()
     return _json({"reset": True})
@@ -317,6 +367,9 @@ def build_app(config: SimulatorConfig) -> web.Application:
         app.router.add_route("*", path, init_selection)
     app.router.add_get("/_sim/stats", get_stats)
     app.router.add_get("/_sim/requests", get_requests)
+    app.router.add_get("/_sim/accounts", get_accounts)
+    app.router.add_put("/_sim/accounts/{name}", put_account)
+    app.router.add_patch("/_sim/accounts/{name}", patch_account)
     app.router.add_get("/_sim/faults", get_faults)
     app.router.add_post("/_sim/faults", post_faults)
     app.router.add_post("/_sim/reset", post_reset)

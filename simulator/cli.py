@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from simulator.accounts import AccountConfigError, read_accounts_file
 from simulator.auth import Credentials
 from simulator.config import DEFAULT_HOST, DEFAULT_PORT, SimulatorConfig
 from simulator.faults import DEFAULT_FAIL_CODES, FaultConfig, FaultConfigError
@@ -44,6 +45,13 @@ def _parser() -> argparse.ArgumentParser:
     add("--slow-rate", type=float, default=0.0, help="fraction answered after --slow-seconds")
     add("--slow-seconds", type=float, default=60.0, help="delay of slow answers (default 60)")
     add("--max-concurrency", type=int, default=None, help="calls in flight before 429/1303")
+    add(
+        "--accounts-file",
+        type=Path,
+        default=None,
+        help="TOML [[accounts]]: name, api_key or access_key+secret_key, max_concurrency, "
+        "balance_units, billing_format (a worker's KLING_ACCOUNTS_FILE is read too)",
+    )
     return parser
 
 
@@ -69,7 +77,8 @@ def config_from_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
             max_concurrency=args.max_concurrency,
             seed=args.seed,
         )
-    except (ValueError, FaultConfigError) as exc:
+        accounts = read_accounts_file(args.accounts_file) if args.accounts_file else ()
+    except (ValueError, FaultConfigError, AccountConfigError) as exc:
         parser.error(str(exc))
     return SimulatorConfig(
         host=args.host,
@@ -77,6 +86,7 @@ def config_from_args(argv: Sequence[str] | None = None) -> SimulatorConfig:
         credentials=Credentials(args.api_key, args.access_key, args.secret_key),
         videos_path=args.videos,
         faults=faults,
+        accounts=accounts,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from simulator.accounts import SimAccount
 from simulator.auth import Credentials
 from simulator.faults import FaultConfig
 from simulator.videos import DEFAULT_VIDEOS_PATH
@@ -15,9 +16,11 @@ DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
 
 @dataclass(frozen=True, slots=True)
 class SimulatorConfig:
-    """Where to listen, which credentials to accept, the known videos and the start-up faults.
+    """Where to listen, which credentials and accounts to accept, the known videos and the
+    start-up faults.
 
-    `faults` is what `POST /_sim/reset` returns to.
+    `faults` and `accounts` are what `POST /_sim/reset` returns to. `credentials` are the
+    account `default` (see simulator/accounts.py).
     """
 
     host: str = DEFAULT_HOST
@@ -25,3 +28,4 @@ class SimulatorConfig:
     credentials: Credentials = field(default_factory=Credentials)
     videos_path: Path = DEFAULT_VIDEOS_PATH
     faults: FaultConfig = field(default_factory=FaultConfig)
+    accounts: tuple[SimAccount, ...] = ()

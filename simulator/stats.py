@@ -19,6 +19,7 @@ OUTCOMES = (
     "clip_rejected",
     "request_rejected",
     "auth_failed",
+    "account_blocked",
     "concurrency_limited",
     "fault",
 )

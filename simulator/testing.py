@@ -4,8 +4,9 @@
         requests.post(f"{sim.base_url}/kling/v1/videos/multi-elements/init-selection", ...)
         assert sim.stats()["calls"] == 1
 
-Keyword arguments are `SimulatorConfig` fields, `Credentials` fields (`api_key`, `access_key`,
-`secret_key`) or `FaultConfig` fields (`latency_ms`, `fail_rate`, `script`, ...).
+Keyword arguments are `SimulatorConfig` fields (`accounts`: a tuple of `SimAccount`),
+`Credentials` fields (`api_key`, `access_key`, `secret_key`) or `FaultConfig` fields
+(`latency_ms`, `fail_rate`, `script`, ...).
 """
 
 from __future__ import annotations
@@ -101,8 +102,25 @@ class RunningSimulator:
             video["created_at"] = created_at.isoformat()
         self._call("POST", "/_sim/videos", video)
 
+    def accounts(self) -> list[dict[str, Any]]:
+        """`GET /_sim/accounts`: each account's settings and live balance (no keys)."""
+        result: list[dict[str, Any]] = self._call("GET", "/_sim/accounts")
+        return result
+
+    def put_account(self, name: str, **fields: Any) -> dict[str, Any]:
+        """`PUT /_sim/accounts/<name>`: add or replace an account (`api_key`, `access_key`,
+        `secret_key`, `max_concurrency`, `balance_units`, `billing_format`)."""
+        result: dict[str, Any] = self._call("PUT", f"/_sim/accounts/{name}", fields)
+        return result
+
+    def update_account(self, name: str, **fields: Any) -> dict[str, Any]:
+        """`PATCH /_sim/accounts/<name>`: change `max_concurrency`, `balance_units` or
+        `billing_format` of a live account (0 units: its pack has run out)."""
+        result: dict[str, Any] = self._call("PATCH", f"/_sim/accounts/{name}", fields)
+        return result
+
     def reset(self) -> None:
-        """`POST /_sim/reset`: stats, requests, script and faults back to start-up."""
+        """`POST /_sim/reset`: stats, requests, script, faults and accounts back to start-up."""
         self._call("POST", "/_sim/reset")
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from contract.results import ErrorType, ResultError
+from contract.results import Billing, ErrorType, ResultError
 
 
 class KlingWorkerError(Exception):
@@ -73,6 +73,18 @@ class VideoRejected(JobFailure):
     """Raised when the clip breaks the API's clip rules (``data.status`` ≠ 0)."""
 
     error_type = "video_rejected"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        api_code: int | None = None,
+        http_status: int | None = None,
+        billing: Billing | None = None,
+    ) -> None:
+        super().__init__(message, api_code=api_code, http_status=http_status)
+        #: What the refusing answer said it charged (a selection answer may be billed).
+        self.billing = billing
 
 
 class RequestRejected(JobFailure):

@@ -8,30 +8,28 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from contract.jobs import MAX_METADATA_BYTES, Job, metadata_size
 from contract.redaction import redact_raw_source, redact_source
-from contract.results import Result, ResultError
+from contract.results import Billing, Result, ResultError
 from worker.backoff import Backoff
-from worker.coordination.breaker import TRIPPING_ERRORS, BreakerState
-from worker.coordination.limits import CallLimiter, unlimited
+from worker.coordination.accounts import AccountPool
+from worker.coordination.breaker import TRIPPING_ERRORS
 from worker.errors import (
     InvalidJob,
     JobFailure,
     RetryableError,
-    UpstreamBusy,
     UpstreamUnavailable,
+    VideoRejected,
     WorkerStopping,
 )
 from worker.ops import metrics
 from worker.preflight import Preflight, PreflightPass
 from worker.sources import SourceResolver
 from worker.upstream.answers import OpenedSession
-from worker.upstream.client import KlingClient
 
 logger = logging.getLogger(__name__)
 
@@ -53,32 +51,63 @@ class Ran:
 
 
 @dataclass
+class Calls:
+    """The calls of one job so far: how long each took, and the account of the latest."""
+
+    seconds: list[float] = field(default_factory=list)
+    account: str | None = None
+
+
+@dataclass
 class Pipeline:
     """Turns a parsed job into its terminal :class:`Result`; a job's own failure is a result too."""
 
     resolver: SourceResolver
-    client: KlingClient
+    #: The Kling accounts: each with its client, breaker and fleet-wide limiter.
+    accounts: AccountPool
     backoff: Backoff
     max_attempts: int
-    breaker: BreakerState
     #: Set when the worker shuts down: a job waiting to retry is handed back instead.
     stopping: threading.Event = field(default_factory=threading.Event)
-    #: Fleet-wide concurrency cap, rate and back-off around each call (worker/limits.py).
-    limiter: CallLimiter = field(default_factory=unlimited)
     #: Probes ``url`` and ``s3`` clips before the first call (None: ``PREFLIGHT_CLIPS=false``).
     preflight: Preflight | None = None
 
     def run(self, job: Job, *, received_at: datetime | None = None) -> Ran:
         attempts = 0
-        upstream_s: list[float] = []
+        calls = Calls()
         checked = PreflightPass()
         try:
+            self.accounts.check(job)
             while True:
                 attempts += 1
+                calls_before = len(calls.seconds)
                 try:
-                    opened = checked.fill(self._attempt(job, upstream_s, checked))
-                    result = succeeded(job, opened, attempts=attempts, received_at=received_at)
-                    return Ran(result, sum(upstream_s))
+                    opened = checked.fill(self._attempt(job, calls, checked))
+                    result = succeeded(
+                        job,
+                        opened,
+                        attempts=attempts,
+                        received_at=received_at,
+                        account=calls.account,
+                    )
+                    return Ran(result, sum(calls.seconds))
+                except TRIPPING_ERRORS as exc:
+                    # The account that refused is paused now; another one may take an unpinned
+                    # job at once. (No call made: every account it may use is paused.)
+                    refused = len(calls.seconds) > calls_before
+                    if (
+                        not refused
+                        or attempts >= self.max_attempts
+                        or not self.accounts.may_fail_over(job)
+                    ):
+                        raise
+                    logger.warning(
+                        "Job %s attempt %d failed on account %s (%s); trying another account.",
+                        job.job_id,
+                        attempts,
+                        calls.account,
+                        exc.message,
+                    )
                 except RetryableError as exc:
                     if attempts >= self.max_attempts:
                         raise UpstreamUnavailable(
@@ -107,35 +136,32 @@ class Pipeline:
                 metadata=job.metadata,
                 attempts=attempts,
                 submitted_at=job.submitted_at or received_at,
+                account=calls.account,
+                billing=exc.billing if isinstance(exc, VideoRejected) else None,
             )
-            return Ran(result, sum(upstream_s) if upstream_s else None)
+            return Ran(result, sum(calls.seconds) if calls.seconds else None)
 
-    def _attempt(self, job: Job, upstream_s: list[float], checked: PreflightPass) -> OpenedSession:
-        """One attempt; the time its call takes is appended to ``upstream_s``."""
-        paused = self.breaker.open_error()
-        if paused is not None:
-            raise paused
+    def _attempt(self, job: Job, calls: Calls, checked: PreflightPass) -> OpenedSession:
+        """One attempt on the account chosen for it (a paused account raises its error)."""
         body = self.resolver.request_body(job.source)
         if self.preflight is not None:  # once per job; a clip that breaks a rule stops here
             self.preflight.run_once(job.source, body, checked)
-        try:
-            with self.limiter.slot():
-                started = time.perf_counter()
-                try:
-                    return self.client.init_selection(body)
-                finally:
-                    upstream_s.append(time.perf_counter() - started)
-        except UpstreamBusy:
-            # The whole fleet slows down, rather than each task retrying blindly.
-            self.limiter.report_busy()
-            raise
-        except TRIPPING_ERRORS as exc:
-            self.breaker.trip(exc)
-            raise
+        with self.accounts.reserve(job) as account:
+            try:
+                return account.init_selection(body)
+            finally:
+                if account.call_s is not None:
+                    calls.seconds.append(account.call_s)
+                    calls.account = account.name
 
 
 def succeeded(
-    job: Job, opened: OpenedSession, *, attempts: int, received_at: datetime | None
+    job: Job,
+    opened: OpenedSession,
+    *,
+    attempts: int,
+    received_at: datetime | None,
+    account: str | None = None,
 ) -> Result:
     completed_at = utcnow()
     return Result(
@@ -147,6 +173,8 @@ def succeeded(
         metadata=job.metadata,
         video=opened.video,
         kling_request_id=opened.request_id,
+        account=account,
+        billing=opened.billing,
         error=None,
         attempts=attempts,
         submitted_at=job.submitted_at or received_at,
@@ -162,6 +190,8 @@ def failed(
     metadata: dict[str, Any],
     attempts: int,
     submitted_at: datetime | None,
+    account: str | None = None,
+    billing: Billing | None = None,
 ) -> Result:
     return Result(
         job_id=job_id,
@@ -172,6 +202,8 @@ def failed(
         metadata=metadata,
         video=None,
         kling_request_id=None,
+        account=account,
+        billing=billing,
         error=error,
         attempts=attempts,
         submitted_at=submitted_at,

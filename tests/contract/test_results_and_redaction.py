@@ -28,6 +28,8 @@ CONTRACT_RESULT_KEYS = {
     "metadata",
     "video",
     "kling_request_id",
+    "account",
+    "billing",
     "error",
     "attempts",
     "submitted_at",

@@ -262,6 +262,10 @@ def test_the_operations_guide_names_only_real_services_and_metrics() -> None:
         metrics.LIMITER_WAIT,
         metrics.PUBLISH_FAILURES,
         queue_metrics.WORKER_UNACKED,
+        metrics.ACCOUNT_CALLS,
+        metrics.ACCOUNT_IN_FLIGHT,
+        metrics.ACCOUNT_PAUSED,
+        metrics.ACCOUNT_BILLED_UNITS,
     )
     families = {family.name for collector in collectors for family in collector.collect()}
     families |= {family.name for family in exporter_families()}

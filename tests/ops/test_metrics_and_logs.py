@@ -24,6 +24,10 @@ DOCUMENTED_SAMPLES = (
     "kling_job_retries_total",
     "kling_limiter_wait_seconds_count",
     "kling_result_publish_failures_total",
+    "kling_account_calls_total",
+    "kling_account_in_flight",
+    "kling_account_paused",
+    "kling_account_billed_units_total",
 )
 #: Fields of the one outcome line per job.
 OUTCOME_FIELDS = {
@@ -38,6 +42,8 @@ OUTCOME_FIELDS = {
     "error_type",
     "attempts",
     "upstream_latency_ms",
+    "account",
+    "billed_units",
     "kling_request_id",
     "republished",
 }
@@ -111,12 +117,17 @@ def test_each_job_has_one_json_outcome_line_with_every_field(ops_run: OpsRun) ->
         assert line["error_type"] == (result.error.type if result.error else None)
         assert line["attempts"] == result.attempts
         assert line["kling_request_id"] == result.kling_request_id
+        assert line["account"] == result.account
     assert lines[ops_run.job_ids["s3"]]["source_kind"] == "s3"
     assert lines[ops_run.job_ids["kling"]]["source_kind"] == "kling"
     assert lines[ops_run.job_ids["signed_url"]]["source_kind"] == "url"
     assert lines[ops_run.job_ids["s3"]]["upstream_latency_ms"] > 0
+    # One account, "default", without an accounts file: it made every call and billed it.
+    assert lines[ops_run.job_ids["s3"]]["account"] == "default"
+    assert lines[ops_run.job_ids["s3"]]["billed_units"] == 1.0
     # A missing S3 object fails before any call to the API.
     assert lines[ops_run.job_ids["missing"]]["upstream_latency_ms"] is None
+    assert lines[ops_run.job_ids["missing"]]["account"] is None
 
 
 def test_every_log_record_is_a_json_line_without_a_secret(ops_run: OpsRun) -> None:

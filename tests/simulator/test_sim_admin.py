@@ -27,6 +27,7 @@ def test_stats_count_calls_by_outcome_code_and_video(sim: RunningSimulator) -> N
         "clip_rejected": 0,
         "request_rejected": 1,
         "auth_failed": 1,
+        "account_blocked": 0,
         "concurrency_limited": 0,
         "fault": 2,
     }

@@ -13,7 +13,9 @@ from contract.settings import Settings
 from simulator.testing import RunningSimulator
 from tests.services import API_KEY
 from worker.backoff import Backoff
+from worker.coordination.accounts import AccountLane, AccountPool
 from worker.coordination.breaker import LocalBreaker
+from worker.coordination.limits import unlimited
 from worker.errors import WorkerStopping
 from worker.pipeline import Pipeline
 from worker.sources import SourceResolver
@@ -37,12 +39,18 @@ def make_pipeline(
         kling_timeout_seconds=5.0,
         worker_concurrency=4,
     )
+    lane = AccountLane(
+        "default",
+        KlingClient.from_settings(settings),
+        breaker=breaker or LocalBreaker(open_s=0.0),
+        limiter=unlimited(),
+        max_concurrency=settings.kling_max_concurrency,
+    )
     return Pipeline(
         resolver=SourceResolver.from_settings(settings),
-        client=KlingClient.from_settings(settings),
+        accounts=AccountPool([lane]),
         backoff=Backoff(base_s=backoff_s, max_s=backoff_s),
         max_attempts=MAX_ATTEMPTS,
-        breaker=breaker or LocalBreaker(open_s=0.0),
         stopping=stopping or threading.Event(),
     )
 

@@ -11,6 +11,7 @@ from contract.settings import Settings
 from simulator.testing import RunningSimulator
 from tests.services import API_KEY
 from worker.backoff import Backoff
+from worker.coordination.accounts import AccountLane, AccountPool
 from worker.coordination.breaker import LocalBreaker
 from worker.coordination.limits import LocalLimiter
 from worker.pipeline import Pipeline
@@ -28,13 +29,18 @@ def pipeline(sim: RunningSimulator, limiter: LocalLimiter) -> Pipeline:
         kling_timeout_seconds=5.0,
         worker_concurrency=16,
     )
-    return Pipeline(
-        resolver=SourceResolver.from_settings(settings),
-        client=KlingClient.from_settings(settings),
-        backoff=Backoff(base_s=0.01, max_s=0.02),
-        max_attempts=4,
+    lane = AccountLane(
+        "default",
+        KlingClient.from_settings(settings),
         breaker=LocalBreaker(open_s=0.0),
         limiter=limiter,
+        max_concurrency=limiter.max_concurrency,
+    )
+    return Pipeline(
+        resolver=SourceResolver.from_settings(settings),
+        accounts=AccountPool([lane]),
+        backoff=Backoff(base_s=0.01, max_s=0.02),
+        max_attempts=4,
     )
 
 

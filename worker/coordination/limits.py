@@ -65,8 +65,24 @@ class CallLimiter(Protocol):
     def report_busy(self) -> None:
         """The upstream answered 1302/1303/429: lower the fleet's in-flight target."""
 
+    def capacity(self) -> Capacity | None:
+        """Calls held and the in-flight limit, as last seen (no extra round trip); ``None``
+        before the first call."""
+
     def close(self) -> None:
         """Give back what the limiter holds (a Redis client it made)."""
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Fleet-wide calls in flight and the in-flight limit (the cap, or the lowered target)."""
+
+    held: int
+    limit: int
+
+    @property
+    def free(self) -> int:
+        return self.limit - self.held
 
 
 @dataclass
@@ -193,6 +209,12 @@ class LocalLimiter:
     def held(self) -> int:
         with self._cond:
             return self._in_flight
+
+    def capacity(self) -> Capacity:
+        """Exact: every holder is in this process."""
+        with self._cond:
+            limit = max(1, min(self.max_concurrency, int(self._target)))
+            return Capacity(held=self._in_flight, limit=limit)
 
     def close(self) -> None:
         """Nothing to release (the same interface as :class:`RedisLimiter`)."""

@@ -30,6 +30,7 @@ from worker.coordination.limits import (
     MIN_POLL_S,
     STOP_CHECK_S,
     TARGET_MEMORY_S,
+    Capacity,
     LimiterStats,
     holding,
     raise_if_stopping,
@@ -162,6 +163,8 @@ class RedisLimiter:
         self._calls = threading.local()
         self._stats_lock = threading.Lock()
         self.stats = LimiterStats()
+        #: Held and limit from the latest acquire answer (for choosing between accounts).
+        self._seen: Capacity | None = None
 
     def slot(self) -> AbstractContextManager[None]:
         holder = self._holder_prefix + uuid.uuid4().hex
@@ -199,6 +202,10 @@ class RedisLimiter:
                 int(lowered) / 1000,
             )
 
+    def capacity(self) -> Capacity | None:
+        """Held and limit as the latest acquire answer gave them (no round trip)."""
+        return self._seen
+
     def target(self) -> float:
         """The fleet's current in-flight target (the cap unless lowered)."""
         raw = self._redis.get(self._target_key)
@@ -234,7 +241,10 @@ class RedisLimiter:
             while True:
                 raise_if_stopping(self._stopping)
                 self._freed.clear()
-                granted, rate_wait_us, _, _, now_us = self._acquire_waiting_out_outages(keys, args)
+                granted, rate_wait_us, held, limit, now_us = self._acquire_waiting_out_outages(
+                    keys, args
+                )
+                self._seen = Capacity(held=int(held), limit=int(limit))
                 if granted:
                     self._calls.started_us = int(now_us)
                     if self._renewer is not None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 
+from contract import keys
 from contract.settings import Settings
 from worker.coordination.breaker import BreakerState, LocalBreaker, RedisBreaker
 from worker.coordination.limits import CallLimiter, LocalLimiter, lease_s_from_settings
@@ -28,7 +29,7 @@ from worker.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-#: Extra Redis connections beyond one per worker thread (lease renewal, breaker reads, metrics).
+#: Extra Redis connections beyond one per worker thread (renewal, breaker reads, metrics).
 SPARE_CONNECTIONS = 16
 #: How long a thread waits for a free pooled connection before the store counts as away.
 POOL_WAIT_S = 30
@@ -37,7 +38,8 @@ SOCKET_TIMEOUT_S = 10
 
 @dataclass
 class Coordination:
-    """What the worker processes of a fleet share: outcomes and leases, breaker, call limits.
+    """What the worker processes of a fleet share: outcomes and leases, and for each account a
+    breaker and call limits (:meth:`breaker_for`, :meth:`limiter_for`).
 
     With Redis, ``renewer`` keeps this process's job leases and call slots alive: :meth:`start`
     it with the worker, :meth:`close` stops it. In-process state needs no renewal (its leases
@@ -45,10 +47,14 @@ class Coordination:
     """
 
     outcomes: OutcomeStore
-    breaker: BreakerState
-    limiter: CallLimiter
     client: redis.Redis | None
+    #: How long an account's calls pause after an account failure (KLING_CIRCUIT_OPEN_SECONDS).
+    open_s: float
+    #: Longest a call holds its slot, and a probe call the probe (KLING_SLOT_LEASE_SECONDS).
+    lease_s: float
     renewer: LeaseRenewer | None = None
+    #: Set on warm shutdown: calls still waiting for a slot go back unmade.
+    stopping: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def from_settings(
@@ -64,38 +70,56 @@ class Coordination:
         (:class:`ConfigurationError`) instead of failing its first job. ``stopping`` (set on
         warm shutdown) makes calls still waiting for a slot go back unmade.
         """
+        lease_s = lease_s_from_settings(settings)
+        common = {
+            "open_s": settings.kling_circuit_open_seconds,
+            "lease_s": lease_s,
+            "stopping": stopping or threading.Event(),
+        }
         if not settings.redis_url:
             logger.warning(
-                "REDIS_URL is not set: idempotency, the circuit breaker and call limits hold "
+                "REDIS_URL is not set: idempotency, the circuit breakers and call limits hold "
                 "within this worker process only. Set REDIS_URL to share them across the fleet."
             )
-            return cls(
-                outcomes=LocalOutcomeStore(),
-                breaker=LocalBreaker(open_s=settings.kling_circuit_open_seconds),
-                limiter=LocalLimiter(
-                    max_concurrency=settings.kling_max_concurrency,
-                    max_rate=settings.kling_max_rate,
-                    stopping=stopping,
-                ),
-                client=None,
-            )
+            return cls(outcomes=LocalOutcomeStore(), client=None, **common)  # type: ignore[arg-type]
         client = connect(settings.redis_url, pool_size or settings.worker_concurrency)
-        slot_lease_s = lease_s_from_settings(settings)
-        renewer = LeaseRenewer(client, tick_s=tick_s_for(JOB_LEASE_S, slot_lease_s))
+        renewer = LeaseRenewer(client, tick_s=tick_s_for(JOB_LEASE_S, lease_s))
         return cls(
             outcomes=RedisOutcomeStore(client, renewer=renewer),
-            breaker=RedisBreaker(client, open_s=settings.kling_circuit_open_seconds),
-            limiter=RedisLimiter(
-                client,
-                max_concurrency=settings.kling_max_concurrency,
-                max_rate=settings.kling_max_rate,
-                lease_s=slot_lease_s,
-                owns_client=False,
-                renewer=renewer,
-                stopping=stopping,
-            ),
             client=client,
             renewer=renewer,
+            **common,  # type: ignore[arg-type]
+        )
+
+    def breaker_for(self, account: str) -> BreakerState:
+        """The circuit breaker of ``account`` (its own Redis keys)."""
+        if self.client is None:
+            return LocalBreaker(open_s=self.open_s, account=account, probe_lease_s=self.lease_s)
+        return RedisBreaker(
+            self.client,
+            open_s=self.open_s,
+            key=keys.account_breaker(account),
+            account=account,
+            probe_lease_s=self.lease_s,
+        )
+
+    def limiter_for(
+        self, account: str, *, max_concurrency: int, max_rate: float | None
+    ) -> CallLimiter:
+        """The fleet-wide cap, rate and back-off of ``account`` (its own Redis keys)."""
+        if self.client is None:
+            return LocalLimiter(
+                max_concurrency=max_concurrency, max_rate=max_rate, stopping=self.stopping
+            )
+        return RedisLimiter(
+            self.client,
+            max_concurrency=max_concurrency,
+            max_rate=max_rate,
+            lease_s=self.lease_s,
+            key_prefix=keys.account_limits(account),
+            owns_client=False,
+            renewer=self.renewer,
+            stopping=self.stopping,
         )
 
     def start(self) -> None:
@@ -106,7 +130,6 @@ class Coordination:
     def close(self) -> None:
         if self.renewer is not None:
             self.renewer.stop()
-        self.limiter.close()
         if self.client is not None:
             self.client.close()
 

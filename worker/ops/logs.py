@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from contract.redaction import REDACTED, SECRET_QUERY_PARAMS
 from contract.settings import Settings
+from worker.accounts import read_accounts_file
+from worker.errors import ConfigurationError
 
 #: Environment variables whose values are secrets although no setting of ours holds them.
 SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH")
@@ -54,12 +56,21 @@ class SecretScrubber:
 
 
 def secrets_of(settings: Settings) -> list[str]:
-    """Every secret value this process knows: keys, broker passwords, AWS credentials."""
+    """Every secret value this process knows: keys (of every account in KLING_ACCOUNTS_FILE
+    too), broker passwords, AWS credentials."""
     found = [
         secret.get_secret_value()
         for secret in (settings.kling_api_key, settings.kling_secret_key)
         if secret is not None
     ]
+    if settings.kling_accounts_file is not None:
+        try:
+            accounts = read_accounts_file(
+                settings.kling_accounts_file, default_base_url=settings.kling_api_base_url
+            )
+        except ConfigurationError:
+            accounts = ()  # the worker stops at start, saying what is wrong with the file
+        found += [secret for account in accounts for secret in account.secrets()]
     for url in (settings.celery_broker_url, settings.redis_url):
         password = urlsplit(url).password if url else None
         if password:

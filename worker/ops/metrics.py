@@ -20,6 +20,10 @@ Names (each counter is also exported with ``_total``; docs/operations.md has exa
   break: each is an init-selection call (and its answer's billing) not made.
 - ``kling_preflight_bytes_read_total``, ``kling_preflight_requests_total``,
   ``kling_preflight_duration_seconds``: what probing cost (S3 bills GETs by the thousand).
+- ``kling_account_calls_total{account, outcome}``: init-selection calls per account, by outcome.
+- ``kling_account_in_flight{account}``: this process's calls in flight on each account.
+- ``kling_account_paused{account}``: 1 while calls on the account are paused (its breaker).
+- ``kling_account_billed_units_total{account}``: units the answers said they billed.
 
 Every label value known in advance is exported from the start (at 0), so that ``rate()`` and
 ``increase()`` see the first event.
@@ -30,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, get_args
 
@@ -92,6 +96,27 @@ PREFLIGHT_DURATION = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
+ACCOUNT_CALLS = Counter(
+    "kling_account_calls",
+    "init-selection calls by account and outcome (as kling_upstream_request_duration_seconds).",
+    ["account", "outcome"],
+)
+ACCOUNT_IN_FLIGHT = Gauge(
+    "kling_account_in_flight",
+    "init-selection calls in flight on each account in this worker process.",
+    ["account"],
+)
+ACCOUNT_PAUSED = Gauge(
+    "kling_account_paused",
+    "1 while calls on the account are paused after an auth or account failure, else 0.",
+    ["account"],
+)
+ACCOUNT_BILLED_UNITS = Counter(
+    "kling_account_billed_units",
+    "Units the API's answers said they billed (data.final_unit_deduction), by account.",
+    ["account"],
+)
+
 for _error_type in get_args(ErrorType):
     JOBS.labels(status="failed", error_type=_error_type)
 JOBS.labels(status="succeeded", error_type="")
@@ -137,6 +162,38 @@ def upstream_call() -> Iterator[None]:
         elapsed_s = time.perf_counter() - started
         UPSTREAM_IN_FLIGHT.dec()
         UPSTREAM_LATENCY.labels(outcome=call_outcome(failure)).observe(elapsed_s)
+
+
+def watch_account(account: str, paused: Callable[[], bool]) -> None:
+    """Export ``account``'s series from the start; ``paused`` is asked at each scrape."""
+    ACCOUNT_PAUSED.labels(account=account).set_function(lambda: float(paused()))
+    ACCOUNT_IN_FLIGHT.labels(account=account)
+    ACCOUNT_BILLED_UNITS.labels(account=account)
+    for outcome in ("ok", "upstream_busy", "upstream_down", *get_args(ErrorType)):
+        ACCOUNT_CALLS.labels(account=account, outcome=outcome)
+
+
+@contextmanager
+def account_call(account: str) -> Iterator[None]:
+    """Count one init-selection call on ``account``, in flight while the body runs."""
+    in_flight = ACCOUNT_IN_FLIGHT.labels(account=account)
+    in_flight.inc()
+    failure: BaseException | None = None
+    try:
+        yield
+    except BaseException as exc:
+        failure = exc
+        raise
+    finally:
+        in_flight.dec()
+        ACCOUNT_CALLS.labels(account=account, outcome=call_outcome(failure)).inc()
+
+
+def count_billed_units(account: str, units: float | None) -> None:
+    """An answer on ``account`` said it billed ``units`` (a counter only grows: refunds,
+    if the API ever sent negative figures, are left out)."""
+    if units is not None and units > 0:
+        ACCOUNT_BILLED_UNITS.labels(account=account).inc(units)
 
 
 def count_job(status: str, error_type: str | None) -> None:

@@ -8,10 +8,11 @@ HTTP status only where no code is given (CometAPI's gateway envelope, non-JSON a
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from contract.results import VideoFacts
+from contract.results import Billing, VideoFacts
 from worker.errors import (
     AccountBlocked,
     AuthFailed,
@@ -52,6 +53,14 @@ KLING_CODE_ERRORS: dict[int, type[KlingWorkerError]] = {
 #: CometAPI gateway statuses that are worth another try.
 GATEWAY_RETRY_STATUSES = frozenset({500, 502, 503, 504, 524})
 
+#: Where each figure of :class:`~contract.results.Billing` sits in a selection answer's ``data``
+#: (docs/kling-api.md, "Accounts, limits and billing"): a number, or a number sent as a string.
+BILLING_FIELDS: dict[str, tuple[str, ...]] = {
+    "units": ("final_unit_deduction",),
+    "quota": ("final_balance_deduction", "quota"),
+    "list_price": ("final_balance_deduction", "list_price"),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class OpenedSession:
@@ -60,6 +69,7 @@ class OpenedSession:
     session_id: str
     request_id: str | None
     video: VideoFacts
+    billing: Billing | None = None
 
 
 def read_answer(http_status: int, content_type: str, body: bytes) -> OpenedSession:
@@ -106,6 +116,7 @@ def _kling_answer(http_status: int, payload: dict[str, Any]) -> OpenedSession:
             f"clip rejected (data.status={status}): {reason}",
             api_code=code,
             http_status=http_status,
+            billing=billing(data),
         )
     session_id = data.get("session_id")
     if not isinstance(session_id, str) or not session_id:
@@ -117,6 +128,7 @@ def _kling_answer(http_status: int, payload: dict[str, Any]) -> OpenedSession:
         session_id=session_id,
         request_id=request_id if isinstance(request_id, str) else None,
         video=video_facts(data),
+        billing=billing(data),
     )
 
 
@@ -155,6 +167,34 @@ def video_facts(data: dict[str, Any]) -> VideoFacts:
         total_frames=_whole(data.get("total_frame")),
         normalized_video_url=normalized if isinstance(normalized, str) and normalized else None,
     )
+
+
+def billing(data: dict[str, Any]) -> Billing | None:
+    """What a selection answer's ``data`` says it charged; ``None`` when it says nothing."""
+    figures = {name: _amount(_dig(data, path)) for name, path in BILLING_FIELDS.items()}
+    if all(value is None for value in figures.values()):
+        return None
+    return Billing(**figures)
+
+
+def _dig(data: dict[str, Any], path: tuple[str, ...]) -> object:
+    value: object = data
+    for key in path:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _amount(value: object) -> float | None:
+    """A finite number, or a string holding one (the API sends both); else ``None``."""
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return None
+    number = _number(value)
+    return number if number is not None and math.isfinite(number) else None
 
 
 def _json_object(body: bytes) -> dict[str, Any] | None:

@@ -86,11 +86,20 @@ class KlingJwt:
 
 def credentials_from(settings: Settings) -> Credentials:
     """The bearer key when set, else the JWT scheme when both keys are set, else nothing."""
-    api_key = settings.kling_api_key.get_secret_value() if settings.kling_api_key else ""
-    secret_key = settings.kling_secret_key.get_secret_value() if settings.kling_secret_key else ""
+    return credentials_for(
+        api_key=settings.kling_api_key.get_secret_value() if settings.kling_api_key else "",
+        access_key=settings.kling_access_key or "",
+        secret_key=settings.kling_secret_key.get_secret_value()
+        if settings.kling_secret_key
+        else "",
+    )
+
+
+def credentials_for(*, api_key: str, access_key: str, secret_key: str) -> Credentials:
+    """The same choice for one account's keys (an empty value counts as unset)."""
     # An empty value (``KLING_API_KEY=`` in a .env template) counts as unset.
     if api_key:
         return BearerKey(api_key)
-    if settings.kling_access_key and secret_key:
-        return KlingJwt(settings.kling_access_key, secret_key)
+    if access_key and secret_key:
+        return KlingJwt(access_key, secret_key)
     return NoCredentials()

@@ -8,10 +8,12 @@ import time
 import pytest
 
 from contract.settings import Settings
+from worker.accounts import load_accounts
 from worker.coordination.limits import DEFAULT_SLOT_LEASE_S, LocalLimiter
 from worker.coordination.limits_redis import RedisLimiter
 from worker.coordination.store import Coordination
 from worker.errors import UpstreamBusy, VideoRejected, WorkerStopping
+from worker.runtime import account_pool
 
 
 def run_calls(limiter: LocalLimiter, threads: int, calls_each: int, hold_s: float) -> int:
@@ -83,9 +85,14 @@ def test_busy_answers_lower_the_target_once_per_round_and_successes_recover_it()
     assert limiter.target() == 10
 
 
+def default_limiter(settings: Settings, coordination: Coordination) -> object:
+    """The limiter the runtime gives the one account of a fleet without an accounts file."""
+    return account_pool(load_accounts(settings), coordination, settings).lane("default").limiter
+
+
 def test_without_redis_the_limiter_is_in_process() -> None:
     settings = Settings(_env_file=None, kling_max_concurrency=3, kling_max_rate=5.0)
-    limiter = Coordination.from_settings(settings).limiter
+    limiter = default_limiter(settings, Coordination.from_settings(settings))
     assert isinstance(limiter, LocalLimiter)
     assert (limiter.max_concurrency, limiter.max_rate) == (3, 5.0)
 
@@ -95,19 +102,21 @@ def test_with_redis_the_limiter_is_fleet_wide_with_short_renewed_slot_leases(
 ) -> None:
     settings = Settings(_env_file=None, redis_url=redis_url, kling_timeout_seconds=30)
     coordination = Coordination.from_settings(settings)
-    assert isinstance(coordination.limiter, RedisLimiter)
+    limiter = default_limiter(settings, coordination)
+    assert isinstance(limiter, RedisLimiter)
     # Shorter than a call: renewed while it lasts, so a killed worker's slots come back fast.
-    assert coordination.limiter.lease_s == DEFAULT_SLOT_LEASE_S < settings.kling_timeout_seconds
+    assert limiter.lease_s == DEFAULT_SLOT_LEASE_S < settings.kling_timeout_seconds
     assert coordination.renewer is not None
-    assert coordination.renewer.tick_s < coordination.limiter.lease_s / 2
+    assert coordination.renewer.tick_s < limiter.lease_s / 2
     coordination.close()
 
 
 def test_the_slot_lease_setting_still_sets_the_lease(redis_url: str) -> None:
     settings = Settings(_env_file=None, redis_url=redis_url, kling_slot_lease_seconds=4)
     coordination = Coordination.from_settings(settings)
-    assert isinstance(coordination.limiter, RedisLimiter)
-    assert coordination.limiter.lease_s == 4
+    limiter = default_limiter(settings, coordination)
+    assert isinstance(limiter, RedisLimiter)
+    assert limiter.lease_s == 4
     assert coordination.renewer is not None
     assert coordination.renewer.tick_s == 1
     coordination.close()

@@ -17,12 +17,13 @@ from simulator.testing import RunningSimulator
 from tests.services import API_KEY
 from tests.simulator.clip_host import ClipHost
 from tests.worker.preflight.corpus import CORPUS
+from worker.accounts import load_accounts
 from worker.backoff import Backoff
-from worker.coordination.breaker import LocalBreaker
+from worker.coordination.store import Coordination
 from worker.pipeline import Pipeline
 from worker.preflight import Preflight
+from worker.runtime import account_pool
 from worker.sources import SourceResolver
-from worker.upstream.client import KlingClient
 
 MAX_ATTEMPTS = 3
 
@@ -42,10 +43,11 @@ def make_pipeline(
     )
     return Pipeline(
         resolver=SourceResolver.from_settings(settings),
-        client=KlingClient.from_settings(settings),
+        accounts=account_pool(
+            load_accounts(settings), Coordination.from_settings(settings), settings
+        ),
         backoff=Backoff(base_s=0.001, max_s=0.001),
         max_attempts=MAX_ATTEMPTS,
-        breaker=LocalBreaker(open_s=0.0),
         preflight=Preflight.from_settings(settings) if settings.preflight_clips else None,
     )
 

@@ -15,6 +15,7 @@ from contract.names import TASK_NAME
 from contract.redaction import redact_url
 from contract.topology import LEASE_WAIT_QUEUE
 from worker.coordination.outcomes import AnsweredByHolder, LeaseHeld
+from worker.coordination.turns import overdue_job
 from worker.errors import JobEndedFailed, StoreUnavailable, WorkerStopping
 from worker.handler import Handled, JobHandler, PublishFailed
 
@@ -50,13 +51,13 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     """
     handler: JobHandler = self.app.runtime.handler
     well_formed = not args and set(kwargs) == {"job"}
+    waited = bool(self.request.retries)
     try:
-        handled = handler.handle(
-            kwargs.get("job"),
-            task_id=self.request.id,
-            well_formed=well_formed,
-            waited=bool(self.request.retries),
-        )
+        # A copy that waited for a lease (most often a dead worker's) takes the next call slot.
+        with overdue_job(waited):
+            handled = handler.handle(
+                kwargs.get("job"), task_id=self.request.id, well_formed=well_formed, waited=waited
+            )
     except LeaseHeld as exc:
         raise wait_for_lease(self, kwargs, exc) from exc
     except AnsweredByHolder as exc:

@@ -46,14 +46,13 @@ def big_worker_env(
     sim: RunningSimulator, api_key: str, *, timeout_s: float, **overrides: str
 ) -> dict[str, str]:
     """A worker as operators run it (200 threads, default leases), against the simulator."""
-    return worker_settings(
-        sim,
-        api_key,
-        WORKER_CONCURRENCY=str(WORKER_THREADS),
-        KLING_MAX_CONCURRENCY="1000",
-        KLING_TIMEOUT_SECONDS=f"{timeout_s:g}",
+    settings = {
+        "WORKER_CONCURRENCY": str(WORKER_THREADS),
+        "KLING_MAX_CONCURRENCY": "1000",
+        "KLING_TIMEOUT_SECONDS": f"{timeout_s:g}",
         **overrides,
-    )
+    }
+    return worker_settings(sim, api_key, **settings)
 
 
 def in_flight_at_least(sim: RunningSimulator, calls: int) -> Callable[[Tally], bool]:

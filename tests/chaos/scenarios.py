@@ -111,8 +111,8 @@ def worker_sigkill(
     """Jobs in flight against a slow API; ``kill -9`` the worker once ``kill_after`` results are
     in; a new worker finishes the rest.
 
-    A job whose lease the dead worker held waits for the lease to expire (``longest_job_s``:
-    attempts × timeout × 2 + backoff), so the timeout is small here.
+    A job whose lease the dead worker held runs again once the lease lapses (seconds: the dead
+    worker no longer renews it); the new worker's copy waits apart meanwhile.
     """
     sim.reset()
     sim.set_faults(latency_ms=1000, latency_jitter_ms=1000)

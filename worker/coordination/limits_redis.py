@@ -37,6 +37,7 @@ from worker.coordination.limits import (
 )
 from worker.coordination.renewal import HeldLease, LeaseRenewer
 from worker.coordination.translation import translated
+from worker.coordination.turns import Turnstile
 
 logger = logging.getLogger(__name__)
 
@@ -156,8 +157,8 @@ class RedisLimiter:
         self._release = client.register_script(_RELEASE)
         self._report_busy = client.register_script(_REPORT_BUSY)
         self._holder_prefix = f"{socket.gethostname()}:{os.getpid()}:"
-        # One thread of this process asks Redis at a time; the others queue on this lock.
-        self._turn = threading.Lock()
+        # One thread of this process asks Redis at a time; the others wait their turn, in order.
+        self._turn = Turnstile()
         self._freed = threading.Event()
         # When this thread's latest call started (Redis clock, µs): ties a busy report to it.
         self._calls = threading.local()
@@ -236,7 +237,7 @@ class RedisLimiter:
             self.max_concurrency,
             self._interval_us,
         ]
-        with self._turn, translated():
+        with self._turn.turn(), translated():
             pause = MIN_POLL_S
             while True:
                 raise_if_stopping(self._stopping)

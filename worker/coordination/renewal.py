@@ -107,6 +107,8 @@ class HeldLease:
 class RenewalReport:
     """What one tick did."""
 
+    #: Whether Redis was asked at all (not when no lease is held).
+    asked: bool = False
     renewed: int = 0
     regained: list[HeldLease] = field(default_factory=list)
     lost: list[HeldLease] = field(default_factory=list)
@@ -176,6 +178,7 @@ class LeaseRenewer:
             return report
         with translated():
             lapsed = self._renew(keys=[lease.key for lease in leases], args=_args(leases))
+        report.asked = True
         report.renewed = len(leases) - len(lapsed)
         if lapsed:
             self._take_back([leases[int(i) - 1] for i in lapsed], report)
@@ -209,14 +212,14 @@ class LeaseRenewer:
     def tick(self) -> None:
         """One renewal, its failure logged rather than raised (the thread must keep going)."""
         try:
-            self.renew_once()
+            report = self.renew_once()
         except StoreUnavailable as exc:
             self._renewal_failed(exc)
             return
         except Exception:
             logger.exception("Lease renewal failed unexpectedly; trying again next tick.")
             return
-        if self._failing_since is not None:
+        if report.asked and self._failing_since is not None:
             logger.warning(
                 "Lease renewal works again after %.1f s.", time.monotonic() - self._failing_since
             )

@@ -135,11 +135,16 @@ def run_phase(run: FleetRun, settings: Settings, jobs: dict[str, Job]) -> Phase:
     )
 
 
+#: The states Flower shows for a task run that ended.
+ENDED = ("SUCCESS", "FAILURE")
+
+
 def wait_for_flower(run: FleetRun, job_ids: set[str]) -> None:
     deadline = time.monotonic() + RESULTS_TIMEOUT_S
     while time.monotonic() < deadline:
         tasks = json.loads(run.flower("/api/tasks"))
-        if all(tasks.get(job_id, {}).get("state") == "SUCCESS" for job_id in job_ids):
+        # A failed job's task run ends FAILURE (worker/tasks.py, report), a success SUCCESS.
+        if all(tasks.get(job_id, {}).get("state") in ENDED for job_id in job_ids):
             return
         time.sleep(0.3)
     pytest.fail("Flower did not see every task end")

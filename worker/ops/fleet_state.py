@@ -15,10 +15,8 @@ import redis
 
 from contract import keys
 from contract.settings import Settings
+from worker.accounts import load_accounts
 from worker.ops.queue_probe import PROBE_TIMEOUT_S, ProbeFailed
-
-#: The one account of a fleet without KLING_ACCOUNTS_FILE (docs/contract.md, "Accounts").
-DEFAULT_ACCOUNT = "default"
 
 
 @dataclass(frozen=True)
@@ -35,18 +33,16 @@ class AccountKeys:
 
 
 def accounts_from_settings(settings: Settings) -> list[AccountKeys]:
-    """The accounts whose state the exporter reads: today the one ``default`` account.
-
-    With several accounts (KLING_ACCOUNTS_FILE) this returns one entry per account, with that
-    account's key prefix and ``max_concurrency``; the metrics already carry the label.
-    """
+    """The accounts whose state the exporter reads: those of ``KLING_ACCOUNTS_FILE`` (else the
+    one ``default`` account), each with its own keys and ``max_concurrency``."""
     return [
         AccountKeys(
-            name=DEFAULT_ACCOUNT,
-            limits_prefix=keys.LIMITS,
-            breaker_key=keys.BREAKER,
-            call_limit=settings.kling_max_concurrency,
+            name=account.name,
+            limits_prefix=keys.account_limits(account.name),
+            breaker_key=keys.account_breaker(account.name),
+            call_limit=account.max_concurrency,
         )
+        for account in load_accounts(settings)
     ]
 
 

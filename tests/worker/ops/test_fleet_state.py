@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -11,6 +12,8 @@ import redis
 from contract.settings import Settings
 from worker.coordination.breaker import RedisBreaker
 from worker.coordination.limits_redis import RedisLimiter
+from worker.coordination.outcomes import LocalOutcomeStore
+from worker.coordination.store import Coordination
 from worker.errors import AccountBlocked
 from worker.ops.fleet_state import AccountKeys, FleetStateReader, accounts_from_settings
 from worker.ops.queue_probe import ProbeFailed
@@ -94,15 +97,38 @@ def test_expired_leases_of_dead_callers_are_not_in_flight(
     assert state.calls_in_flight == 0
 
 
-def test_today_there_is_one_account_named_default_on_the_workers_keys() -> None:
-    limiter = RedisLimiter(redis.Redis(), max_concurrency=7, lease_s=1, owns_client=False)
-
+def test_without_an_accounts_file_there_is_one_account_named_default() -> None:
     (account,) = accounts_from_settings(Settings(_env_file=None, kling_max_concurrency=7))
 
     assert account.name == "default"
     assert account.call_limit == 7
-    assert f"{account.limits_prefix}:slots" == limiter._slots_key
-    assert f"{account.limits_prefix}:target" == limiter._target_key
+
+
+def test_each_account_is_read_on_the_keys_its_workers_use(tmp_path: Path) -> None:
+    accounts_file = tmp_path / "accounts.toml"
+    accounts_file.write_text(
+        '[[accounts]]\nname = "main"\napi_key = "sk-main-not-real"\nmax_concurrency = 4\n'
+        '[[accounts]]\nname = "backup"\napi_key = "sk-backup-not-real"\nmax_concurrency = 2\n'
+    )
+    settings = Settings(_env_file=None, kling_accounts_file=accounts_file)
+    # The limiters and breakers exactly as a worker's runtime makes them for these accounts.
+    coordination = Coordination(
+        outcomes=LocalOutcomeStore(), client=redis.Redis(), open_s=30.0, lease_s=1.0
+    )
+
+    accounts = accounts_from_settings(settings)
+
+    assert [(a.name, a.call_limit) for a in accounts] == [("main", 4), ("backup", 2)]
+    for account in accounts:
+        limiter = coordination.limiter_for(
+            account.name, max_concurrency=account.call_limit, max_rate=None
+        )
+        breaker = coordination.breaker_for(account.name)
+        assert isinstance(limiter, RedisLimiter)
+        assert isinstance(breaker, RedisBreaker)
+        assert f"{account.limits_prefix}:slots" == limiter._slots_key
+        assert f"{account.limits_prefix}:target" == limiter._target_key
+        assert account.breaker_key == breaker._key
 
 
 def test_a_store_that_does_not_answer_fails_the_read() -> None:

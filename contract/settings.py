@@ -42,8 +42,8 @@ class Settings(BaseSettings):
     kling_timeout_seconds: float = Field(default=30.0, gt=0)
     kling_max_concurrency: int = Field(default=64, ge=1)
     kling_max_rate: float | None = Field(default=None, gt=0)
-    #: How long a call's fleet-wide slot is held at most; unset: two timeouts and 10 s. A
-    #: worker killed mid-call gives its slots back after this long.
+    #: How long a call's fleet-wide slot outlives its worker's last renewal (renewed while the
+    #: call lasts); unset: 10 s. A worker killed mid-call gives its slots back after this long.
     kling_slot_lease_seconds: float | None = Field(default=None, gt=0)
     #: Attempts in all (first call included) before ``upstream_unavailable``.
     kling_max_attempts: int = Field(default=5, ge=1)

@@ -44,8 +44,9 @@ logger = logging.getLogger(__name__)
 
 #: The pool ``celery -A worker worker`` uses with no options. Threads: the work is one blocking
 #: HTTP call per job, and unlike gevent the pool can be chosen in configuration
-#: (docs/guarantees.md, "Pool").
-DEFAULT_POOL = "threads"
+#: (docs/guarantees.md, "Pool"). Celery's threads pool, but a job delayed by a crash starts
+#: first (worker/pool.py).
+DEFAULT_POOL = "worker.pool:TaskPool"
 
 
 _apps: weakref.WeakSet[WorkerApp] = weakref.WeakSet()

@@ -18,6 +18,7 @@ from worker.coordination.outcomes import AnsweredByHolder, LeaseHeld
 from worker.coordination.turns import overdue_job
 from worker.errors import JobEndedFailed, StoreUnavailable, WorkerStopping
 from worker.handler import Handled, JobHandler, PublishFailed
+from worker.pool import is_overdue
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,10 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     well_formed = not args and set(kwargs) == {"job"}
     waited = bool(self.request.retries)
     try:
-        # A copy that waited for a lease (most often a dead worker's) takes the next call slot.
-        with overdue_job(waited):
+        # A copy that waited for a lease (most often a dead worker's), or a job the broker handed
+        # out again, takes the next call slot of this process.
+        with overdue_job(is_overdue({"retries": self.request.retries,
+                                     "delivery_info": self.request.delivery_info})):  # fmt: skip
             handled = handler.handle(
                 kwargs.get("job"), task_id=self.request.id, well_formed=well_formed, waited=waited
             )

@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from os import EX_CONFIG
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,14 @@ def big_worker_env(
 
 def in_flight_at_least(sim: RunningSimulator, calls: int) -> Callable[[Tally], bool]:
     return lambda _: int(sim.stats()["in_flight"]) >= calls
+
+
+#: How long a worker runs before it is worth killing (it has taken its jobs by then).
+GROWN_S = 10.0
+
+
+def grown(live: list[Any], born: dict[int, float]) -> list[Any]:
+    return [process for process in live if time.monotonic() - born[id(process)] >= GROWN_S]
 
 
 def results_at_least(count: int) -> Callable[[Tally], bool]:
@@ -289,17 +298,29 @@ def fleet_under_fire(
             state = fleet.state()
 
             def alive() -> None:
-                for process in live:
-                    process.check_alive()
+                for process in list(live):
+                    if process.popen.poll() == EX_CONFIG:
+                        # Started while Redis was away, it stopped at once (as it should); the
+                        # orchestrator (docker-compose's restart policy) starts it again.
+                        live.remove(process)
+                        live.append(fleet.start_worker(concurrency=threads, wait=False))
+                        born[id(live[-1])] = time.monotonic()
+                        events.append(f"worker restarted after exit {EX_CONFIG} (Redis away)")
+                        log(events[-1])
+                    else:
+                        process.check_alive()
 
             for event, mark in zip(plan, marks, strict=True):
                 collect(fleet.settings, tally, until=results_at_least(round(mark * jobs)),
                         timeout_s=600, alive=alive)  # fmt: skip
                 at_s = time.monotonic() - started
                 if event == "kill":
-                    # A worker up for a while (one still starting holds nothing to recover).
-                    grown = [p for p in live if time.monotonic() - born[id(p)] >= 10] or live
-                    victim = rng.choice(grown)
+                    # A worker up for a while (one still starting holds nothing to recover),
+                    # and another one left running: "another worker" takes the jobs over.
+                    collect(fleet.settings, tally, until=lambda _: len(grown(live, born)) >= 2,
+                            timeout_s=60, alive=alive)  # fmt: skip
+                    at_s = time.monotonic() - started
+                    victim = rng.choice(grown(live, born) or live)
                     live.remove(victim)
                     kill_hard(victim)
                     kill = Kill(at_s, set(), 0, time.monotonic())

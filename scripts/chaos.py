@@ -83,14 +83,16 @@ def fleet_table(run: FleetRun) -> str:
         f"| {run.tally.duplicates} | {run.stats.get('calls', 0)} | {len(extra)} "
         f"| {max(extra.values(), default=0)} | {len(set(extra) - held)} | {run.seconds:.1f} |",
         "",
-        "| kill | at s | leases held | fleet calls in flight | kill → last answer of its jobs (s) "
+        "| kill | at s | leases held | fleet calls in flight "
+        "| kill → all its jobs running again (s) | kill → last answer of its jobs (s) "
         "| its jobs called again |",
-        "|" + "---|" * 6,
+        "|" + "---|" * 7,
     ]
     for n, kill in enumerate(run.kills, 1):
         summary.append(
             f"| {n} | {kill.at_s:.1f} | {len(kill.held)} | {kill.in_flight} "
-            f"| {run.recovery_s(kill):.1f} | {len(kill.held & set(extra))} |"
+            f"| {kill.run_again_s:.1f} | {run.recovery_s(kill):.1f} "
+            f"| {len(kill.held & set(extra))} |"
         )
     return "\n".join([*summary, "", *(f"- {event}" for event in run.events)])
 
@@ -104,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=3, help="worker processes of the fleet")
     parser.add_argument("--kills", type=int, default=5, help="SIGKILLs during the fleet run")
     parser.add_argument("--threads", type=int, default=200, help="threads per fleet worker")
+    parser.add_argument("--latency-ms", type=int, default=1000, help="the API's answer time")
     parser.add_argument(
         "--no-broker-restart",
         action="store_true",
@@ -139,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 workers=args.workers,
                 kills=args.kills,
                 threads=args.threads,
+                latency_ms=args.latency_ms,
                 broker_restart=not args.no_broker_restart,
                 log=lambda line: print(line, file=sys.stderr, flush=True),
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,6 +18,8 @@ from dataclasses import dataclass, field
 from os import EX_CONFIG
 from pathlib import Path
 from typing import Any
+
+import redis
 
 from producers import Producer
 from simulator.testing import RunningSimulator
@@ -229,6 +232,45 @@ class Kill:
     held: set[str]
     in_flight: int
     killed_at: float = field(repr=False, default=0.0)
+    #: When each held job was seen running again (its lease held by another worker) or answered.
+    taken_over_at: dict[str, float] = field(repr=False, default_factory=dict)
+
+    @property
+    def run_again_s(self) -> float:
+        """From the kill until every job it held runs again on another worker (or is answered);
+        infinite if one was never seen to."""
+        if not self.held:
+            return 0.0
+        if set(self.taken_over_at) < self.held:
+            return float("inf")
+        return max(0.0, *(at - self.killed_at for at in self.taken_over_at.values()))
+
+
+def watch_take_over(
+    kill: Kill, state: redis.Redis, dead_pid: int, tally: Tally, *, timeout_s: float = 300.0
+) -> threading.Thread:
+    """A thread noting when each job the dead worker held runs again elsewhere (polled twice a
+    second: within 0.5 s) or is answered."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while set(kill.taken_over_at) < kill.held and time.monotonic() < deadline:
+            now = time.monotonic()
+            try:
+                holders = lease_holders(state)
+            except redis.RedisError:
+                holders = {}
+            for job in kill.held - set(kill.taken_over_at):
+                holder = holders.get(job)
+                if job in tally.answered_at:
+                    kill.taken_over_at[job] = min(now, tally.answered_at[job])
+                elif holder is not None and holder.rsplit(":", 2)[1] != str(dead_pid):
+                    kill.taken_over_at[job] = now
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=watch, name="take-over-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -286,6 +328,7 @@ def fleet_under_fire(
     rng.shuffle(plan)
     marks = sorted(rng.uniform(0.05, 0.85) for _ in plan)
     tally, kill_log, events = Tally(), [], []
+    watchers: list[threading.Thread] = []
     started = time.monotonic()
     with RedisServer(workdir, persistent=True) as store:
         env = big_worker_env(sim, api_key, timeout_s=10, KLING_MAX_ATTEMPTS="5",
@@ -327,6 +370,7 @@ def fleet_under_fire(
                     kill.held = held_by(lease_holders(state), victim)
                     kill.in_flight = int(sim.stats()["in_flight"])
                     kill_log.append(kill)
+                    watchers.append(watch_take_over(kill, fleet.state(), victim.popen.pid, tally))
                     live.append(fleet.start_worker(concurrency=threads, wait=False))
                     born[id(live[-1])] = time.monotonic()
                     note = f"kill {len(kill_log)} at {at_s:.1f} s: {len(kill.held)} leases held"
@@ -339,8 +383,10 @@ def fleet_under_fire(
                     note = f"Redis restart at {at_s:.1f} s: away {redis_down_s:g} s (AOF kept)"
                 events.append(note)
                 log(note)
-            collect(fleet.settings, tally, until=every(job_ids), timeout_s=900, alive=alive)
+            collect(fleet.settings, tally, until=every(job_ids), timeout_s=3600, alive=alive)
             settle(fleet.settings, tally, quiet_s=15.0)
+            for watcher in watchers:
+                watcher.join(timeout=5)
             state.close()
     seconds = time.monotonic() - started
     attempts = {job: result.attempts for job, result in tally.results.items()}

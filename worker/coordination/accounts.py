@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from contract.jobs import Job, KlingVideo
 from worker.coordination.breaker import TRIPPING_ERRORS, BreakerState, BreakerView
 from worker.coordination.limits import CallLimiter, Capacity
-from worker.errors import InvalidJob, JobFailure, UpstreamBusy, VideoRejected
+from worker.errors import InvalidJob, JobFailure, VideoRejected
 from worker.ops import metrics
 from worker.upstream.answers import OpenedSession
 
@@ -214,10 +214,6 @@ class Reservation:
                         opened = lane.client.init_selection(body)
                 finally:
                     self.call_s = time.perf_counter() - started
-        except UpstreamBusy:
-            # The account's fleet slows down, rather than each task retrying blindly.
-            lane.limiter.report_busy()
-            raise
         except TRIPPING_ERRORS as exc:
             lane.breaker.trip(exc)
             self._probe_settled = True

@@ -2,12 +2,26 @@
 
 Every worker thread wraps its one API call in ``with limiter.slot():``. The slot is granted only
 while fewer than the fleet's in-flight *target* calls are running and the rate allows another
-call. The target starts at ``KLING_MAX_CONCURRENCY``; when the upstream answers 1302/1303/429 the
-caller says so with :meth:`CallLimiter.report_busy` and the whole fleet cuts its target to 70 %
-of what was in flight (multiplicative decrease), then grows it back by about one slot per round
-of successful calls (additive increase), the way TCP shares a link. Only a busy answer to a call
-that started after the last decrease lowers the target again: the calls already in flight when
-the fleet slowed down say nothing new.
+call. The target starts at ``KLING_MAX_CONCURRENCY``. The slot learns from how its call ended: a
+call that raised :class:`~worker.errors.UpstreamBusy` (1302/1303/429) is a *busy* answer.
+
+The back-off judges *windows* of answers. A window holds a round of them (as many as calls were
+in flight, at least :data:`MIN_WINDOW_ANSWERS`), of calls started since it opened, so the calls
+in flight when the fleet slowed down say nothing new. When more than :data:`BUSY_TOLERANCE` of a
+window's answers were busy, the fleet keeps the share that got through, and at least
+:data:`DEEPEST_CUT`: the target becomes ``(1 - share) ×`` the calls in flight. Successes grow a
+lowered target by about one slot per round (additive increase), back to the cap.
+
+A refused call keeps its slot for :data:`BUSY_HOLD_S` after the answer (Kling asks for at least
+a second before trying again). Else a refusal, which comes back at once, frees its slot at once
+for the next job, which is refused in turn: one slot over the account's limit would be refused
+over and over, and make most of the answers.
+
+A share, not each busy answer, because an account is shared: Kling answers 1303 now and then at
+any concurrency when other users of the account take its parallel slots. Cutting the target to
+70 % on each such answer (plain AIMD) held a fleet with 5 % random 1303s near ten calls in
+flight; a share under the tolerance costs nothing, and over the account's real limit the share
+is the excess, so the target falls to about the limit within a window or two.
 
 Two implementations share that contract:
 
@@ -22,25 +36,34 @@ of the same process gives a slot back.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from enum import Enum
+from typing import NamedTuple, Protocol, TypeVar
 
 from contract.settings import Settings
-from worker.errors import RetryableError, WorkerStopping
+from worker.errors import RetryableError, UpstreamBusy, WorkerStopping
 from worker.ops import metrics
 
 logger = logging.getLogger(__name__)
 
-#: Fraction of the calls in flight kept as the new target when the upstream says it is busy.
-DECREASE_FACTOR = 0.7
-#: When a busy report cannot be tied to a call (no slot taken in this thread), further reports
-#: are ignored this long after a decrease, so one burst of answers does not collapse the target.
-BUSY_COOL_DOWN_S = 0.5
+T = TypeVar("T")
+
+#: Share of busy answers in a window the fleet takes in its stride (a shared account's random
+#: refusals) before it lowers its target.
+BUSY_TOLERANCE = 0.1
+#: Fewest answers a window judges: fewer say too little about a share of 10 %.
+MIN_WINDOW_ANSWERS = 20
+#: The least of the calls in flight one window keeps: a deeper cut takes a few windows, each a
+#: fresh sample.
+DEEPEST_CUT = 0.5
+#: How long a refused call's slot stays taken after the answer.
+BUSY_HOLD_S = 1.0
 #: A lowered target is forgotten this long after its last change, so a fleet that stopped while
 #: backed off starts again at the full cap.
 TARGET_MEMORY_S = 60.0
@@ -57,13 +80,11 @@ UNLIMITED_CONCURRENCY = 1_000_000
 
 
 class CallLimiter(Protocol):
-    """What the pipeline needs: a slot around each upstream call, and a way to say "busy"."""
+    """What the pipeline needs: a slot around each upstream call, learning from how it ended."""
 
     def slot(self) -> AbstractContextManager[None]:
-        """Block until a call may start under the cap and the rate; give the slot back on exit."""
-
-    def report_busy(self) -> None:
-        """The upstream answered 1302/1303/429: lower the fleet's in-flight target."""
+        """Block until a call may start under the cap and the rate; give the slot back on exit,
+        with the call's :class:`Answer` (the exception it raised, if any)."""
 
     def capacity(self) -> Capacity | None:
         """Calls held and the in-flight limit, as last seen (no extra round trip); ``None``
@@ -71,6 +92,25 @@ class CallLimiter(Protocol):
 
     def close(self) -> None:
         """Give back what the limiter holds (a Redis client it made)."""
+
+
+class Answer(Enum):
+    """How a call ended, as the back-off sees it."""
+
+    #: Any answer but a retryable failure: the call counts toward recovery.
+    OK = "ok"
+    #: 1302/1303/429: the account is full.
+    BUSY = "busy"
+    #: Another retryable failure (5xx, a timeout): an answer, but no sign of room.
+    FAILED = "failed"
+
+    @classmethod
+    def of(cls, exc: BaseException | None) -> Answer:
+        if isinstance(exc, UpstreamBusy):
+            return cls.BUSY
+        if exc is None or not isinstance(exc, RetryableError):
+            return cls.OK
+        return cls.FAILED
 
 
 @dataclass(frozen=True)
@@ -92,7 +132,7 @@ class LimiterStats:
     acquired: int = 0
     waited_s: float = 0.0
     max_wait_s: float = 0.0
-    busy_reports: int = 0
+    busy_answers: int = 0
 
     def record_wait(self, waited_s: float) -> None:
         self.acquired += 1
@@ -114,26 +154,26 @@ def lease_s_from_settings(settings: Settings) -> float:
 @contextmanager
 def holding(
     *,
-    take: Callable[[], None],
-    give_back: Callable[[bool], None],
+    take: Callable[[], T],
+    give_back: Callable[[T, Answer], None],
     record_wait: Callable[[float], None],
 ) -> Iterator[None]:
-    """Take a slot (timing the wait), hold it for the call, give it back saying whether the
-    call went well: the part of ``slot()`` both limiters share."""
+    """Take a slot (timing the wait), hold it for the call, give it back with the call's answer
+    and what ``take`` returned (when the call started): the part of ``slot()`` both limiters
+    share."""
     started = time.monotonic()
-    take()
+    stamp = take()
     waited = time.monotonic() - started
     metrics.observe_limiter_wait(waited)
     record_wait(waited)
-    ok = False
+    answer = Answer.OK
     try:
         yield
-        ok = True
     except BaseException as exc:
-        ok = succeeded(exc)
+        answer = Answer.of(exc)
         raise
     finally:
-        give_back(ok)
+        give_back(stamp, answer)
 
 
 def raise_if_stopping(stopping: threading.Event | None) -> None:
@@ -142,9 +182,49 @@ def raise_if_stopping(stopping: threading.Event | None) -> None:
         raise WorkerStopping("worker stopping before the call could take a slot")
 
 
-def succeeded(exc: BaseException | None) -> bool:
-    """Whether a call counts toward recovery: any answer but a retryable failure does."""
-    return exc is None or not isinstance(exc, RetryableError)
+def grown(target: float, cap: int) -> float:
+    """A lowered target after one success: about one slot more per round of calls."""
+    return min(float(cap), target + 1 / max(1.0, target))
+
+
+class Lowered(NamedTuple):
+    """A back-off: the new target, and the busy share of the window that caused it."""
+
+    target: float
+    busy_share: float
+
+
+@dataclass
+class BusyWindow:
+    """The answers the back-off judges (see the module doc): of calls started since ``opened``,
+    how many, how many busy, and the most calls in flight meanwhile. The local limiter's; the
+    Redis one keeps the same numbers in a hash, in a Lua script that mirrors :meth:`answered`."""
+
+    opened: float = float("-inf")
+    answers: int = 0
+    busy: int = 0
+    peak: int = 0
+
+    def answered(
+        self, started: float, answer: Answer, *, held: int, target: float, now: float
+    ) -> Lowered | None:
+        """Count the answer of a call that started at ``started``, ``held`` calls in flight
+        (this one included). When that closes the window, open the next one; if over
+        :data:`BUSY_TOLERANCE` of its answers were busy, keep the share of the calls in flight
+        (at most ``target``) that got through, and at least :data:`DEEPEST_CUT` of them."""
+        if started < self.opened:
+            return None
+        self.answers += 1
+        self.busy += answer is Answer.BUSY
+        self.peak = max(self.peak, held)
+        if self.answers < max(MIN_WINDOW_ANSWERS, self.peak):
+            return None
+        share, peak = self.busy / self.answers, self.peak
+        self.opened, self.answers, self.busy, self.peak = now, 0, 0, 0
+        if share <= BUSY_TOLERANCE:
+            return None
+        lowered = max(1.0, min(target, peak) * max(1 - share, DEEPEST_CUT))
+        return Lowered(lowered, share) if lowered < target else None
 
 
 class LocalLimiter:
@@ -155,7 +235,6 @@ class LocalLimiter:
         *,
         max_concurrency: int,
         max_rate: float | None = None,
-        cool_down_s: float = BUSY_COOL_DOWN_S,
         clock: Callable[[], float] = time.monotonic,
         stopping: threading.Event | None = None,
     ) -> None:
@@ -164,43 +243,24 @@ class LocalLimiter:
         self.max_concurrency = max_concurrency
         self.max_rate = max_rate
         self._interval_s = 1 / max_rate if max_rate else 0.0
-        self._cool_down_s = cool_down_s
         self._clock = clock
         #: Set on warm shutdown: a call still waiting for a slot is not made.
         self._stopping = stopping
         self._cond = threading.Condition()
         self._in_flight = 0
+        #: When the slots of refused calls come free (a heap; they count in ``_in_flight``).
+        self._refused_until: list[float] = []
         self._target = float(max_concurrency)
         self._next_call = 0.0
-        self._last_decrease = float("-inf")
-        self._calls = threading.local()
+        self._window = BusyWindow()
         self.stats = LimiterStats()
 
     def slot(self) -> AbstractContextManager[None]:
-        return holding(
-            take=self._take,
-            give_back=lambda ok: self._give_back(succeeded=ok),
-            record_wait=self._record_wait,
-        )
+        return holding(take=self._take, give_back=self._give_back, record_wait=self._record_wait)
 
     def _record_wait(self, waited_s: float) -> None:
         with self._cond:
             self.stats.record_wait(waited_s)
-
-    def report_busy(self) -> None:
-        with self._cond:
-            self.stats.busy_reports += 1
-            now = self._clock()
-            started: float | None = getattr(self._calls, "started", None)
-            if started is not None:
-                if started <= self._last_decrease:
-                    return
-            elif now - self._last_decrease < self._cool_down_s:
-                return
-            self._last_decrease = now
-            self._target = max(1.0, min(self._target, max(self._in_flight, 1)) * DECREASE_FACTOR)
-            target = self._target
-        logger.warning("The upstream is busy: the in-flight target is now %.1f calls.", target)
 
     def target(self) -> float:
         with self._cond:
@@ -208,44 +268,69 @@ class LocalLimiter:
 
     def held(self) -> int:
         with self._cond:
+            self._free_refused(self._clock())
             return self._in_flight
 
     def capacity(self) -> Capacity:
         """Exact: every holder is in this process."""
         with self._cond:
+            self._free_refused(self._clock())
             limit = max(1, min(self.max_concurrency, int(self._target)))
             return Capacity(held=self._in_flight, limit=limit)
 
     def close(self) -> None:
         """Nothing to release (the same interface as :class:`RedisLimiter`)."""
 
-    def _take(self) -> None:
+    def _take(self) -> float:
         with self._cond:
             while True:
                 raise_if_stopping(self._stopping)
+                now = self._clock()
+                self._free_refused(now)
                 limit = max(1, min(self.max_concurrency, int(self._target)))
+                wait_s: float | None
                 if self._in_flight < limit:
-                    now = self._clock()
                     wait_s = self._next_call - now
                     if wait_s <= 0:
                         self._in_flight += 1
-                        self._calls.started = now
                         if self._interval_s:
                             self._next_call = max(self._next_call, now) + self._interval_s
                         if self._in_flight < limit:
                             # Room for one more: pass the turn on (it may wait for the rate).
                             self._cond.notify()
-                        return
-                    self._cond.wait(min(wait_s, STOP_CHECK_S) if self._stopping else wait_s)
+                        return now
                 else:
-                    self._cond.wait(STOP_CHECK_S if self._stopping else None)
+                    # Full: until a slot is given back, or a refused call's slot comes free.
+                    wait_s = self._refused_until[0] - now if self._refused_until else None
+                if self._stopping is not None:
+                    wait_s = STOP_CHECK_S if wait_s is None else min(wait_s, STOP_CHECK_S)
+                self._cond.wait(wait_s)
 
-    def _give_back(self, *, succeeded: bool) -> None:
-        with self._cond:
+    def _free_refused(self, now: float) -> None:
+        while self._refused_until and self._refused_until[0] <= now:
+            heapq.heappop(self._refused_until)
             self._in_flight -= 1
-            if succeeded and self._target < self.max_concurrency:
-                self._target = min(
-                    float(self.max_concurrency), self._target + 1 / max(1.0, self._target)
-                )
+
+    def _give_back(self, started: float, answer: Answer) -> None:
+        with self._cond:
+            now = self._clock()
+            held = self._in_flight
+            if answer is Answer.BUSY:
+                self.stats.busy_answers += 1
+                heapq.heappush(self._refused_until, now + BUSY_HOLD_S)
+            else:
+                self._in_flight -= 1
+                if answer is Answer.OK and self._target < self.max_concurrency:
+                    self._target = grown(self._target, self.max_concurrency)
+            backed_off = self._window.answered(
+                started, answer, held=held, target=self._target, now=now
+            )
+            if backed_off is not None:
+                self._target = backed_off.target
             # One waiter is enough: a slot freed is one call allowed.
             self._cond.notify()
+        if backed_off is not None:
+            logger.warning(
+                "The upstream is busy (%.0f %% of a round's answers): the in-flight target is "
+                "now %.1f calls.", backed_off.busy_share * 100, backed_off.target,
+            )  # fmt: skip

@@ -24,12 +24,15 @@ import redis
 
 from contract import keys
 from worker.coordination.limits import (
-    BUSY_COOL_DOWN_S,
-    DECREASE_FACTOR,
+    BUSY_HOLD_S,
+    BUSY_TOLERANCE,
+    DEEPEST_CUT,
     MAX_POLL_S,
     MIN_POLL_S,
+    MIN_WINDOW_ANSWERS,
     STOP_CHECK_S,
     TARGET_MEMORY_S,
+    Answer,
     Capacity,
     LimiterStats,
     holding,
@@ -73,49 +76,61 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(lease_us / 1000) + 1000)
 return {1, 0, held + 1, limit, now}
 """
 
-# KEYS: slots, target. ARGV: holder, succeeded (0/1), cap, memory_ms.
-# Gives the lease back; a success grows a lowered target by 1/target (one slot per round).
+# KEYS: slots, target, busy window. ARGV: holder, answer (ok/busy/failed), cap, memory_ms,
+# call_started_us, tolerance, min_window_answers, deepest_cut, busy_hold_us. Gives the lease
+# back (a refused call's only after busy_hold_us, unrenewed); a success grows a lowered target by
+# 1/target; then the answer goes into the busy window as limits.BusyWindow.answered counts it.
+# Returns the lowered target and the window's busy share, both in thousandths, or {-1, -1}.
 _RELEASE = """
-redis.call('ZREM', KEYS[1], ARGV[1])
-if ARGV[2] == '1' then
-  local target = tonumber(redis.call('GET', KEYS[2]))
-  if target then
-    local cap = tonumber(ARGV[3])
-    target = target + 1 / math.max(1, target)
-    if target >= cap then
-      redis.call('DEL', KEYS[2])
-    else
-      redis.call('SET', KEYS[2], tostring(target), 'PX', tonumber(ARGV[4]))
-    end
-  end
-end
-return 1
-"""
-
-# KEYS: slots, target, last_decrease. ARGV: cap, factor, call_started_us (0: unknown),
-# cool_down_us, memory_ms. Lowers the target to factor × what is really in flight (or the target,
-# if less), unless the busy call started before the last decrease (or, with no call known, the
-# last decrease is more recent than the cool-down). Returns the target in thousandths, or -1.
-_REPORT_BUSY = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local last = tonumber(redis.call('GET', KEYS[3]) or 0)
-local started = tonumber(ARGV[3])
-if started > 0 then
-  if started <= last then
-    return -1
-  end
-elseif now - last < tonumber(ARGV[4]) then
-  return -1
-end
+local cap = tonumber(ARGV[3])
+local memory_ms = tonumber(ARGV[4])
+local started = tonumber(ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local cap = tonumber(ARGV[1])
-local target = math.min(cap, tonumber(redis.call('GET', KEYS[2]) or cap))
 local held = redis.call('ZCARD', KEYS[1])
-local lowered = math.max(1, math.min(target, math.max(held, 1)) * tonumber(ARGV[2]))
-redis.call('SET', KEYS[2], tostring(lowered), 'PX', tonumber(ARGV[5]))
-redis.call('SET', KEYS[3], tostring(now), 'PX', tonumber(ARGV[5]))
-return math.floor(lowered * 1000)
+if ARGV[2] == 'busy' then
+  redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[9]), ARGV[1])
+else
+  redis.call('ZREM', KEYS[1], ARGV[1])
+end
+local stored = tonumber(redis.call('GET', KEYS[2]))
+local target = stored or cap
+if ARGV[2] == 'ok' and stored then
+  target = math.min(cap, target + 1 / math.max(1, target))
+  if target >= cap then
+    redis.call('DEL', KEYS[2])
+  else
+    redis.call('SET', KEYS[2], tostring(target), 'PX', memory_ms)
+  end
+end
+local w = redis.call('HMGET', KEYS[3], 'opened', 'answers', 'busy', 'peak')
+if started < tonumber(w[1] or 0) then
+  return {-1, -1}
+end
+local answers = tonumber(w[2] or 0) + 1
+local busy = tonumber(w[3] or 0)
+if ARGV[2] == 'busy' then
+  busy = busy + 1
+end
+local peak = math.max(held, tonumber(w[4] or 0))
+redis.call('PEXPIRE', KEYS[3], memory_ms)
+if answers < math.max(tonumber(ARGV[7]), peak) then
+  redis.call('HSET', KEYS[3], 'answers', answers, 'busy', busy, 'peak', peak)
+  return {-1, -1}
+end
+redis.call('HSET', KEYS[3], 'opened', string.format('%.0f', now), 'answers', 0, 'busy', 0,
+           'peak', 0)
+local share = busy / answers
+if share <= tonumber(ARGV[6]) then
+  return {-1, -1}
+end
+local lowered = math.max(1, math.min(target, peak) * math.max(1 - share, tonumber(ARGV[8])))
+if lowered >= target then
+  return {-1, -1}
+end
+redis.call('SET', KEYS[2], tostring(lowered), 'PX', memory_ms)
+return {math.floor(lowered * 1000), math.floor(share * 1000)}
 """
 
 
@@ -130,7 +145,6 @@ class RedisLimiter:
         max_rate: float | None = None,
         lease_s: float,
         key_prefix: str = keys.LIMITS,
-        cool_down_s: float = BUSY_COOL_DOWN_S,
         owns_client: bool = True,
         renewer: LeaseRenewer | None = None,
         stopping: threading.Event | None = None,
@@ -148,20 +162,16 @@ class RedisLimiter:
         self.max_rate = max_rate
         self.lease_s = lease_s
         self._interval_us = round(1_000_000 / max_rate) if max_rate else 0
-        self._cool_down_us = round(cool_down_s * 1_000_000)
         self._slots_key = f"{key_prefix}:slots"
         self._next_call_key = f"{key_prefix}:next_call"
         self._target_key = f"{key_prefix}:target"
-        self._last_decrease_key = f"{key_prefix}:last_decrease"
+        self._window_key = f"{key_prefix}:busy_window"
         self._acquire = client.register_script(_ACQUIRE)
         self._release = client.register_script(_RELEASE)
-        self._report_busy = client.register_script(_REPORT_BUSY)
         self._holder_prefix = f"{socket.gethostname()}:{os.getpid()}:"
         # One thread of this process asks Redis at a time; the others wait their turn, in order.
         self._turn = Turnstile()
         self._freed = threading.Event()
-        # When this thread's latest call started (Redis clock, µs): ties a busy report to it.
-        self._calls = threading.local()
         self._stats_lock = threading.Lock()
         self.stats = LimiterStats()
         #: Held and limit from the latest acquire answer (for choosing between accounts).
@@ -171,37 +181,13 @@ class RedisLimiter:
         holder = self._holder_prefix + uuid.uuid4().hex
         return holding(
             take=lambda: self._take(holder),
-            give_back=lambda ok: self._give_back(holder, succeeded=ok),
+            give_back=lambda started_us, answer: self._give_back(holder, started_us, answer),
             record_wait=self._record_wait,
         )
 
     def _record_wait(self, waited_s: float) -> None:
         with self._stats_lock:
             self.stats.record_wait(waited_s)
-
-    def report_busy(self) -> None:
-        with self._stats_lock:
-            self.stats.busy_reports += 1
-        try:
-            lowered = self._report_busy(
-                keys=[self._slots_key, self._target_key, self._last_decrease_key],
-                args=[
-                    self.max_concurrency,
-                    DECREASE_FACTOR,
-                    getattr(self._calls, "started_us", 0),
-                    self._cool_down_us,
-                    round(TARGET_MEMORY_S * 1000),
-                ],
-            )
-        except redis.RedisError as exc:
-            # The call is retried with its own backoff all the same.
-            logger.warning("Could not lower the fleet's in-flight target (%s).", exc)
-            return
-        if int(lowered) >= 0:
-            logger.warning(
-                "The upstream is busy: the fleet's in-flight target is now %.1f calls.",
-                int(lowered) / 1000,
-            )
 
     def capacity(self) -> Capacity | None:
         """Held and limit as the latest acquire answer gave them (no round trip)."""
@@ -220,16 +206,15 @@ class RedisLimiter:
 
     def reset(self) -> None:
         """Forget every lease and the lowered target (tests and benchmarks)."""
-        self._redis.delete(
-            self._slots_key, self._next_call_key, self._target_key, self._last_decrease_key
-        )
+        self._redis.delete(self._slots_key, self._next_call_key, self._target_key, self._window_key)
 
     def close(self) -> None:
         """Close the Redis client, if this limiter made it."""
         if self._owns_client:
             self._redis.close()
 
-    def _take(self, holder: str) -> None:
+    def _take(self, holder: str) -> int:
+        """Wait for a slot; returns when the call started (Redis clock, µs)."""
         keys = [self._slots_key, self._next_call_key, self._target_key]
         args: list[str | int] = [
             holder,
@@ -247,10 +232,9 @@ class RedisLimiter:
                 )
                 self._seen = Capacity(held=int(held), limit=int(limit))
                 if granted:
-                    self._calls.started_us = int(now_us)
                     if self._renewer is not None:
                         self._renewer.hold(self._lease(holder))
-                    return
+                    return int(now_us)
                 if rate_wait_us:
                     # The rate's wait is exact; a little jitter spreads the nodes apart.
                     wait_s = int(rate_wait_us) / 1_000_000 + random.uniform(0, MIN_POLL_S)
@@ -278,16 +262,35 @@ class RedisLimiter:
     def _lease(self, holder: str) -> HeldLease:
         return HeldLease(self._slots_key, holder, self.lease_s, in_sorted_set=True)
 
-    def _give_back(self, holder: str, *, succeeded: bool) -> None:
+    def _give_back(self, holder: str, started_us: int, answer: Answer) -> None:
         if self._renewer is not None:
             # Before Redis: a renewal under way must not bring the slot back.
             self._renewer.drop(self._lease(holder))
+        if answer is Answer.BUSY:
+            with self._stats_lock:
+                self.stats.busy_answers += 1
         try:
-            self._release(
-                keys=[self._slots_key, self._target_key],
-                args=[holder, int(succeeded), self.max_concurrency, round(TARGET_MEMORY_S * 1000)],
+            target, share = self._release(
+                keys=[self._slots_key, self._target_key, self._window_key],
+                args=[
+                    holder,
+                    answer.value,
+                    self.max_concurrency,
+                    round(TARGET_MEMORY_S * 1000),
+                    started_us,
+                    BUSY_TOLERANCE,
+                    MIN_WINDOW_ANSWERS,
+                    DEEPEST_CUT,
+                    round(BUSY_HOLD_S * 1_000_000),
+                ],
             )
         except redis.RedisError:
             # The lease expires by itself; the call's outcome matters more than this slot.
             logger.exception("Could not give a call slot back to Redis; it expires by itself.")
+        else:
+            if int(target) >= 0:
+                logger.warning(
+                    "The upstream is busy (%.0f %% of a round's answers): the fleet's in-flight "
+                    "target is now %.1f calls.", int(share) / 10, int(target) / 1000,
+                )  # fmt: skip
         self._freed.set()

@@ -78,8 +78,7 @@ def main() -> None:
         with limiter.slot():
             response = session.post(args.endpoint, json=BODY, headers=headers, timeout=10)
             if response.status_code == 429:
-                # As the pipeline does: say so, and leave the slot as a retryable failure.
-                limiter.report_busy()
+                # As the pipeline does: the slot learns from the exception that the account is full.
                 raise UpstreamBusy("busy", http_status=429)
             return response.status_code
 
@@ -102,7 +101,7 @@ def main() -> None:
             {
                 "statuses": {str(code): n for code, n in statuses.items()},
                 "acquired": limiter.stats.acquired,
-                "busy_reports": limiter.stats.busy_reports,
+                "busy_answers": limiter.stats.busy_answers,
                 "max_wait_s": limiter.stats.max_wait_s,
             }
         ),

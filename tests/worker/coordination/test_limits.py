@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 
 import pytest
 
 from contract.settings import Settings
 from worker.accounts import load_accounts
-from worker.coordination.limits import DEFAULT_SLOT_LEASE_S, LocalLimiter
+from worker.coordination.limits import BUSY_HOLD_S, DEFAULT_SLOT_LEASE_S, LocalLimiter
 from worker.coordination.limits_redis import RedisLimiter
 from worker.coordination.store import Coordination
 from worker.errors import UpstreamBusy, VideoRejected, WorkerStopping
@@ -64,21 +65,114 @@ def test_a_slot_is_given_back_when_the_call_raises() -> None:
     assert limiter.held() == 0
 
 
-def test_busy_answers_lower_the_target_once_per_round_and_successes_recover_it() -> None:
-    limiter = LocalLimiter(max_concurrency=10)
-    slots = [limiter.slot() for _ in range(10)]
+BUSY = UpstreamBusy("1303: parallel tasks over the limit", http_status=429)
+
+
+class Clock:
+    """A clock the test moves: the back-off weighs answers by their call time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def take(limiter: LocalLimiter, calls: int) -> list[AbstractContextManager[None]]:
+    """``calls`` slots taken at once: calls in flight together."""
+    slots = [limiter.slot() for _ in range(calls)]
     for slot in slots:
         slot.__enter__()
-    # Ten calls in flight; the upstream says busy to this thread's call: 10 × 0.7.
-    limiter.report_busy()
-    assert limiter.target() == pytest.approx(7.0)
-    # A second report about the same call (started before the decrease) changes nothing.
-    limiter.report_busy()
-    assert limiter.target() == pytest.approx(7.0)
-    for slot in slots:
-        slot.__exit__(UpstreamBusy, UpstreamBusy("busy"), None)
-    assert limiter.target() == pytest.approx(7.0)
-    # Successes add about one slot per round of calls, back up to the cap.
+    return slots
+
+
+def answer(slots: list[AbstractContextManager[None]], busy: int) -> None:
+    """End the calls: the first ``busy`` of them answered 1303, the rest succeeded."""
+    for index, slot in enumerate(slots):
+        if index < busy:
+            slot.__exit__(UpstreamBusy, BUSY, None)
+        else:
+            slot.__exit__(None, None, None)
+
+
+def test_a_round_with_many_busy_answers_keeps_the_share_that_got_through() -> None:
+    limiter = LocalLimiter(max_concurrency=40)
+    # Twenty calls in flight, half of them refused: the account has room for about ten.
+    answer(take(limiter, 20), busy=10)
+    assert limiter.target() == pytest.approx(10.0)
+    assert limiter.stats.busy_answers == 10
+
+
+def test_far_over_the_limit_a_cut_is_at_most_half() -> None:
+    limiter = LocalLimiter(max_concurrency=40)
+    answer(take(limiter, 20), busy=19)
+    assert limiter.target() == pytest.approx(10.0)
+
+
+def test_busy_answers_within_the_tolerance_do_not_slow_the_fleet() -> None:
+    limiter = LocalLimiter(max_concurrency=40)
+    # A shared account refuses a call now and then, whatever the load: 2 in 40 (5 %).
+    for _ in range(2):
+        answer(take(limiter, 20), busy=1)
+    assert limiter.target() == 40
+
+
+def test_one_busy_answer_alone_says_too_little() -> None:
+    limiter = LocalLimiter(max_concurrency=10)
+    answer(take(limiter, 10), busy=1)
+    assert limiter.target() == 10
+
+
+def test_a_refused_calls_slot_stays_taken_for_a_second() -> None:
+    clock = Clock()
+    limiter = LocalLimiter(max_concurrency=1, clock=clock)
+    answer(take(limiter, 1), busy=1)
+    # The next job would be refused too: the slot comes free only after BUSY_HOLD_S.
+    assert limiter.held() == 1
+    freed = threading.Event()
+
+    def next_call() -> None:
+        with limiter.slot():
+            freed.set()
+
+    waiter = threading.Thread(target=next_call)
+    waiter.start()
+    assert not freed.wait(0.2)
+    clock.now = BUSY_HOLD_S
+    with limiter._cond:  # the clock moved: let the waiter look again
+        limiter._cond.notify_all()
+    assert freed.wait(2)
+    waiter.join()
+    assert limiter.held() == 0
+
+
+def test_calls_started_before_a_back_off_say_nothing_new() -> None:
+    clock = Clock()
+    limiter = LocalLimiter(max_concurrency=40, clock=clock)
+    earlier = take(limiter, 5)
+    clock.now = 0.5
+    # A window of 25 answers, 12 busy: the fleet keeps 52 % of the 25 in flight.
+    answer(take(limiter, 20), busy=10)
+    answer(take(limiter, 5), busy=2)
+    assert limiter.target() == pytest.approx(13.0)
+    clock.now += BUSY_HOLD_S
+    # The calls in flight since before the back-off end busy too, then a round goes well: the
+    # earlier calls are not part of the new window (5 busy in 20 answers would cut again).
+    answer(earlier, busy=5)
+    clock.now += BUSY_HOLD_S
+    for _ in range(2):
+        answer(take(limiter, 10), busy=0)
+    assert limiter.target() > 13.0
+
+
+def test_successes_grow_a_lowered_target_back_to_the_cap() -> None:
+    limiter = LocalLimiter(max_concurrency=10)
+    answer(take(limiter, 10), busy=0)
+    answer(take(limiter, 10), busy=10)  # the window closes on its 20th answer: 50 % busy
+    assert limiter.target() == pytest.approx(5.0)
+    # Successes add about one slot per round of calls, back up to the cap (once the refused
+    # calls' slots are free).
+    time.sleep(BUSY_HOLD_S)
     for _ in range(40):
         with limiter.slot():
             pass

@@ -17,7 +17,9 @@ import redis
 
 from simulator.testing import RunningSimulator
 from tests.services import API_KEY
+from worker.coordination.limits import BUSY_HOLD_S
 from worker.coordination.limits_redis import RedisLimiter
+from worker.errors import UpstreamBusy
 
 pytestmark = [pytest.mark.redis, pytest.mark.slow]
 
@@ -144,6 +146,25 @@ def test_the_fleet_backs_off_together_when_the_upstream_is_busy(
     )
     assert limiter.target() < 32
     limiter.close()
+
+
+def test_a_refused_calls_slot_comes_free_a_second_after_the_answer(
+    redis_url: str, prefix: str
+) -> None:
+    limiter = RedisLimiter(
+        redis.Redis.from_url(redis_url), max_concurrency=1, lease_s=30, key_prefix=prefix
+    )
+    try:
+        with pytest.raises(UpstreamBusy), limiter.slot():
+            raise UpstreamBusy("1303: parallel tasks over the limit", http_status=429)
+        answered = time.monotonic()
+        # The next job would be refused too: it waits for the refused call's slot.
+        assert limiter.held() == 1
+        with limiter.slot():
+            waited_s = time.monotonic() - answered
+        assert BUSY_HOLD_S - 0.1 <= waited_s <= BUSY_HOLD_S + 0.5
+    finally:
+        limiter.close()
 
 
 def test_a_killed_workers_slots_come_back_within_the_lease(redis_url: str, prefix: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from worker.coordination.breaker import RedisBreaker
 from worker.coordination.limits_redis import RedisLimiter
 from worker.coordination.outcomes import LocalOutcomeStore
 from worker.coordination.store import Coordination
-from worker.errors import AccountBlocked
+from worker.errors import AccountBlocked, UpstreamBusy
 from worker.ops.fleet_state import AccountKeys, FleetStateReader, accounts_from_settings
 from worker.ops.queue_probe import ProbeFailed
 
@@ -63,27 +65,32 @@ def test_calls_in_flight_are_the_limiters_live_leases(
 def test_a_lowered_target_and_an_open_breaker_are_seen(
     client: redis.Redis, account: AccountKeys
 ) -> None:
+    account = replace(account, call_limit=40)
     limiter = RedisLimiter(
-        client,
-        max_concurrency=3,
-        lease_s=30,
-        key_prefix=account.limits_prefix,
-        cool_down_s=0,
-        owns_client=False,
+        client, max_concurrency=40, lease_s=30, key_prefix=account.limits_prefix, owns_client=False
     )
     breaker = RedisBreaker(client, open_s=30, key=account.breaker_key)
     reader = FleetStateReader(client, [account])
     (before,) = reader.read()
 
-    with limiter.slot(), limiter.slot():
-        limiter.report_busy()  # the fleet backs off to 70 % of the two in flight
-        breaker.trip(AccountBlocked("1102: account balance is not enough", api_code=1102))
-        # Read before the slots go back: each success grows the target again.
-        (after,) = reader.read()
+    def answered_busy(calls: int) -> None:
+        with ExitStack() as refused:
+            for _ in range(calls):
+                refused.enter_context(limiter.slot())
+            raise UpstreamBusy("1303: parallel tasks over the limit", http_status=429)
+
+    # Twenty calls in flight, half refused: the fleet backs off to the ten that got through.
+    with ExitStack() as through:
+        for _ in range(10):
+            through.enter_context(limiter.slot())
+        with pytest.raises(UpstreamBusy):
+            answered_busy(10)
+    breaker.trip(AccountBlocked("1102: account balance is not enough", api_code=1102))
+    (after,) = reader.read()
 
     assert not before.paused
     assert after.paused
-    assert after.call_target == pytest.approx(1.4)
+    assert after.call_target == pytest.approx(10.0)
 
 
 def test_expired_leases_of_dead_callers_are_not_in_flight(

@@ -114,13 +114,18 @@ if ARGV[2] == 'busy' then
   busy = busy + 1
 end
 local peak = math.max(held, tonumber(w[4] or 0))
-redis.call('PEXPIRE', KEYS[3], memory_ms)
-if answers < math.max(tonumber(ARGV[7]), peak) then
+local closes = answers >= math.max(tonumber(ARGV[7]), peak)
+if closes then
+  redis.call('HSET', KEYS[3], 'opened', string.format('%.0f', now), 'answers', 0, 'busy', 0,
+             'peak', 0)
+else
   redis.call('HSET', KEYS[3], 'answers', answers, 'busy', busy, 'peak', peak)
+end
+-- After the write: the window's first answer creates the hash, which must expire too.
+redis.call('PEXPIRE', KEYS[3], memory_ms)
+if not closes then
   return {-1, -1}
 end
-redis.call('HSET', KEYS[3], 'opened', string.format('%.0f', now), 'answers', 0, 'busy', 0,
-           'peak', 0)
 local share = busy / answers
 if share <= tonumber(ARGV[6]) then
   return {-1, -1}

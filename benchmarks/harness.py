@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH_API_KEY = "bench-key"
 #: A clip the simulator knows: no download, no probe, so only the worker's path is measured.
 BENCH_SOURCE = {"kind": "kling", "video_id": "kling-demo-video-1", "task_id": "kling-demo-task-1"}
+#: The pool name that means ``kling-worker`` (threads made greenlets by gevent).
+GREEN_POOL = "green"
 #: How often the RSS sampler looks at the worker process tree.
 RSS_SAMPLE_INTERVAL_S = 0.1
 
@@ -96,6 +98,13 @@ class WorkerSpec:
     options: tuple[str, ...] = ()
     #: Extra environment for the workers.
     env: Mapping[str, str] = field(default_factory=dict)
+
+    def entry_point(self) -> list[str]:
+        """The module and options that start one worker (run with ``python -m``): ``kling-worker``
+        for the pool named ``green``, else ``celery -A worker worker -P POOL``."""
+        if self.pool == GREEN_POOL:
+            return ["worker.command"]
+        return ["celery", "-A", "worker", "worker", "-P", self.pool]
 
 
 @dataclass
@@ -174,18 +183,13 @@ def running_fleet(settings: Settings, sim: Simulator, spec: WorkerSpec) -> Itera
             command = [
                 sys.executable,
                 "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "-P",
-                spec.pool,
+                *spec.entry_point(),
                 "-c",
                 str(spec.concurrency),
                 "-n",
                 f"bench{index}-{spec.name}-{os.getpid()}@%h",
                 "--loglevel",
-                "WARNING",
+                "INFO",  # as compose and Kubernetes run it: one outcome line per job
                 *spec.options,
             ]
             with log.open("w") as out:

@@ -30,12 +30,11 @@ class KlingClient:
         self.endpoint = base_url.rstrip("/") + INIT_SELECTION_PATH
         self._credentials = credentials
         self._timeout_s = timeout_s
-        self._session = requests.Session()
-        # No proxy scan of the environment on every call (docs/calibration.md, trap 4).
-        self._session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        # The call goes straight to the connection pool's adapter: no session means no proxy
+        # scan of the environment (docs/calibration.md, trap 4), no cookie jar and no redirect
+        # handling on each call, a fifth of what requests cost per job. The adapter follows no
+        # redirect: one means a wrong base URL, reported rather than followed.
+        self._adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size, max_retries=0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> KlingClient:
@@ -60,7 +59,7 @@ class KlingClient:
             return self._post(body)
 
     def close(self) -> None:
-        self._session.close()
+        self._adapter.close()
 
     def _post(self, body: dict[str, Any]) -> OpenedSession:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -70,14 +69,10 @@ class KlingClient:
         # Timed with the answer read, so the latency metric is labelled with what it meant.
         with metrics.upstream_call():
             try:
-                response = self._session.post(
-                    self.endpoint,
-                    data=json.dumps(body).encode(),
-                    headers=headers,
-                    timeout=self._timeout_s,
-                    # A redirect means a wrong base URL: report it rather than follow it.
-                    allow_redirects=False,
-                )
+                request = requests.Request(
+                    "POST", self.endpoint, data=json.dumps(body).encode(), headers=headers
+                ).prepare()
+                response = self._adapter.send(request, timeout=self._timeout_s)
             except requests.Timeout as exc:
                 raise UpstreamDown(f"no answer within {self._timeout_s:g} s") from exc
             except requests.RequestException as exc:

@@ -5,7 +5,9 @@ Lua scripts that first drop expired members. With a ``renewer`` (every worker pr
 the lease is short and renewed while the call lasts (:mod:`worker.coordination.renewal`), so a
 worker killed mid-call gives its slots back by itself within ``lease_s``, and a live worker's
 slow call never loses its slot; without one, ``lease_s`` is the longest a call may hold it.
-Times come from the Redis server's clock, never a node's.
+With ``writes`` a slot goes back off the call's path, batched with other writes
+(:mod:`worker.coordination.write_behind`). Times come from the Redis server's clock, never a
+node's.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from worker.coordination.limits import (
 from worker.coordination.renewal import HeldLease, LeaseRenewer
 from worker.coordination.translation import translated
 from worker.coordination.turns import Turnstile
+from worker.coordination.write_behind import Write, WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +156,7 @@ class RedisLimiter:
         owns_client: bool = True,
         renewer: LeaseRenewer | None = None,
         stopping: threading.Event | None = None,
+        writes: WriteBehind | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -161,6 +165,8 @@ class RedisLimiter:
             raise ValueError("lease_s must be positive")
         self._redis = client
         self._renewer = renewer
+        #: Sends slots back off the call's path (None: each on the caller's thread).
+        self._writes = writes
         #: Set on warm shutdown: a call still waiting for a slot is not made.
         self._stopping = stopping
         self.max_concurrency = max_concurrency
@@ -274,25 +280,34 @@ class RedisLimiter:
         if answer is Answer.BUSY:
             with self._stats_lock:
                 self.stats.busy_answers += 1
+        keys = [self._slots_key, self._target_key, self._window_key]
+        args: list[str | int | float] = [
+            holder,
+            answer.value,
+            self.max_concurrency,
+            round(TARGET_MEMORY_S * 1000),
+            started_us,
+            BUSY_TOLERANCE,
+            MIN_WINDOW_ANSWERS,
+            DEEPEST_CUT,
+            round(BUSY_HOLD_S * 1_000_000),
+        ]
+        if self._writes is not None:
+            self._writes.send(Write(self._release, keys, args, done=self._given_back))
+            return
         try:
-            target, share = self._release(
-                keys=[self._slots_key, self._target_key, self._window_key],
-                args=[
-                    holder,
-                    answer.value,
-                    self.max_concurrency,
-                    round(TARGET_MEMORY_S * 1000),
-                    started_us,
-                    BUSY_TOLERANCE,
-                    MIN_WINDOW_ANSWERS,
-                    DEEPEST_CUT,
-                    round(BUSY_HOLD_S * 1_000_000),
-                ],
-            )
-        except redis.RedisError:
+            reply = self._release(keys=keys, args=args)
+        except redis.RedisError as exc:
+            reply = exc
+        self._given_back(reply)
+
+    def _given_back(self, reply: Any) -> None:
+        """The release script's reply: log a lowered target; wake this process's waiters."""
+        if isinstance(reply, Exception):
             # The lease expires by itself; the call's outcome matters more than this slot.
-            logger.exception("Could not give a call slot back to Redis; it expires by itself.")
+            logger.warning("Could not give a call slot back to Redis (%r); it expires.", reply)
         else:
+            target, share = reply
             if int(target) >= 0:
                 logger.warning(
                     "The upstream is busy (%.0f %% of a round's answers): the fleet's in-flight "

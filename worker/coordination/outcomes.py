@@ -32,6 +32,7 @@ from contract import keys
 from contract.results import Result
 from worker.coordination.renewal import HeldLease, LeaseRenewer
 from worker.coordination.translation import translated
+from worker.coordination.write_behind import Write, WriteBehind
 from worker.errors import KlingWorkerError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -133,9 +134,18 @@ end
 return 1
 """
 
-    def __init__(self, client: redis.Redis, *, renewer: LeaseRenewer | None = None) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        renewer: LeaseRenewer | None = None,
+        writes: WriteBehind | None = None,
+    ) -> None:
         self._redis = client
         self._renewer = renewer
+        #: Sends leases back off the job's path (None: each on the caller's thread). A copy that
+        #: claims the job meanwhile finds the outcome recorded, or waits for the lease again.
+        self._writes = writes
         self._release = client.register_script(self._RELEASE)
         self._claim = client.register_script(self._CLAIM)
 
@@ -170,11 +180,13 @@ return 1
         if self._renewer is not None:
             # Before Redis: a renewal under way must not bring the lease back.
             self._renewer.drop(HeldLease(keys.lease(job_id), holder, 0.0))
+        lease_keys = [keys.lease(job_id), keys.waiters(job_id)]
+        args: list[str | int | float] = [holder, int(answered), _ms(WAITERS_TTL_S)]
+        if self._writes is not None:
+            self._writes.send(Write(self._release, lease_keys, args))
+            return
         with translated():
-            self._release(
-                keys=[keys.lease(job_id), keys.waiters(job_id)],
-                args=[holder, int(answered), _ms(WAITERS_TTL_S)],
-            )
+            self._release(keys=lease_keys, args=args)
 
 
 def _ms(seconds: float) -> int:

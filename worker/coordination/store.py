@@ -25,6 +25,7 @@ from worker.coordination.outcomes import (
     RedisOutcomeStore,
 )
 from worker.coordination.renewal import LeaseRenewer, tick_s_for
+from worker.coordination.write_behind import WriteBehind
 from worker.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,9 @@ class Coordination:
     breaker and call limits (:meth:`breaker_for`, :meth:`limiter_for`).
 
     With Redis, ``renewer`` keeps this process's job leases and call slots alive: :meth:`start`
-    it with the worker, :meth:`close` stops it. In-process state needs no renewal (its leases
-    last until released), so ``renewer`` is then ``None`` and both calls still work.
+    it with the worker, :meth:`close` stops it (after ``writes`` has sent what it holds).
+    In-process state needs no renewal (its leases last until released), so ``renewer`` is then
+    ``None`` and both calls still work.
     """
 
     outcomes: OutcomeStore
@@ -53,6 +55,8 @@ class Coordination:
     #: Longest a call holds its slot, and a probe call the probe (KLING_SLOT_LEASE_SECONDS).
     lease_s: float
     renewer: LeaseRenewer | None = None
+    #: Sends slots and leases back off the jobs' path, many in one round trip.
+    writes: WriteBehind | None = None
     #: Set on warm shutdown: calls still waiting for a slot go back unmade.
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -84,10 +88,12 @@ class Coordination:
             return cls(outcomes=LocalOutcomeStore(), client=None, **common)  # type: ignore[arg-type]
         client = connect(settings.redis_url, pool_size or settings.worker_concurrency)
         renewer = LeaseRenewer(client, tick_s=tick_s_for(JOB_LEASE_S, lease_s))
+        writes = WriteBehind(client)
         return cls(
-            outcomes=RedisOutcomeStore(client, renewer=renewer),
+            outcomes=RedisOutcomeStore(client, renewer=renewer, writes=writes),
             client=client,
             renewer=renewer,
+            writes=writes,
             **common,  # type: ignore[arg-type]
         )
 
@@ -120,6 +126,7 @@ class Coordination:
             owns_client=False,
             renewer=self.renewer,
             stopping=self.stopping,
+            writes=self.writes,
         )
 
     def start(self) -> None:
@@ -128,6 +135,8 @@ class Coordination:
             self.renewer.start()
 
     def close(self) -> None:
+        if self.writes is not None:
+            self.writes.close()
         if self.renewer is not None:
             self.renewer.stop()
         if self.client is not None:

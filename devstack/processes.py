@@ -135,10 +135,14 @@ def running(
 
 
 def worker_command(
-    node: str | None = None, concurrency: int = 4, log_level: str = "INFO"
+    node: str | None = None, concurrency: int = 4, log_level: str = "INFO", *, green: bool = False
 ) -> list[str]:
-    """``celery -A worker worker`` as an operator types it (``node``: its ``-n`` name)."""
-    command = [sys.executable, "-m", "celery", "--quiet", "-A", "worker", "worker"]
+    """``celery -A worker worker`` as an operator types it (``node``: its ``-n`` name), or with
+    ``green`` ``kling-worker``, as compose and Kubernetes run it (same options, gevent)."""
+    if green:
+        command = [sys.executable, "-m", "worker.command"]
+    else:
+        command = [sys.executable, "-m", "celery", "--quiet", "-A", "worker", "worker"]
     if node:
         command += ["-n", node]
     return [*command, "-l", log_level, "-c", str(concurrency)]

@@ -1,8 +1,8 @@
 """The chaos harness: real worker processes on a RabbitMQ virtual host and a Redis database of
 their own, and tallies of what came out of them.
 
-The processes are the ones operators run (``celery -A worker worker``, started by
-:mod:`devstack.processes`), so a ``kill -9`` or a broker restart hits what production runs.
+The processes are the ones operators run (``kling-worker``, as compose and Kubernetes start it,
+by :mod:`devstack.processes`), so a ``kill -9`` or a broker restart hits what production runs.
 Nothing here is shared with the integration tests' in-thread worker: it consumes the default
 virtual host, these workers ``kling-chaos-test``.
 """
@@ -85,7 +85,9 @@ class Fleet:
         node = f"chaos-{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}@localhost"
         env = {**self.env, **env_overrides}
         process = self._stack.enter_context(
-            running(node.split("@")[0], worker_command(node, concurrency), env, self.workdir)
+            running(
+                node.split("@")[0], worker_command(node, concurrency, green=True), env, self.workdir
+            )
         )
         if wait:
             wait_for_worker(process, self.broker_url, node)

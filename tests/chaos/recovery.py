@@ -40,7 +40,7 @@ from tests.chaos.fleet import (
 )
 from tests.chaos.scenarios import kling_jobs
 
-#: Threads of each worker here: the default of `celery -A worker worker`.
+#: Calls in flight per worker here: the default threads of `celery -A worker worker`.
 WORKER_THREADS = 200
 #: The contract's bound on re-running a dead worker's jobs.
 RECOVERY_BOUND_S = 60.0

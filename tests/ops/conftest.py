@@ -1,9 +1,9 @@
 """One run of the whole fleet as an operator would start it, shared by the operations tests.
 
-Given a real worker process (JSON logs, metrics exporter) and a real Flower process (basic
-auth, persistence) on a RabbitMQ virtual host of their own, the simulator and S3 over HTTP,
-when five jobs are submitted and their results consumed, the tests read what Flower, the
-exporter and the log hold about them.
+Given a real worker process (``kling-worker`` as compose runs it: JSON logs, metrics exporter,
+task events in batches) and a real Flower process (basic auth, persistence) on a RabbitMQ
+virtual host of their own, the simulator and S3 over HTTP, when five jobs are submitted and
+their results consumed, the tests read what Flower, the exporter and the log hold about them.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def ops_run(
     flower_url = f"http://127.0.0.1:{flower_port}"
 
     with (
-        running("worker", worker_command(node), worker_env, workdir) as worker,
+        running("worker", worker_command(node, green=True), worker_env, workdir) as worker,
         running("flower", flower_command(flower_port, flower_db), flower_env, workdir) as flower,
     ):
         wait_for_worker(worker, ops_broker_url, node)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from celery.bin.worker import worker as celery_worker
 
 from contract.settings import Settings
 from devstack.processes import ROOT
@@ -158,6 +159,9 @@ def test_each_command_is_a_real_entry_point_of_the_project(where: str, command: 
         health_parser().parse_args(args)
     elif program == "kling-queue-exporter":
         queue_exporter_parser().parse_args(args)
+    elif program == "kling-worker":  # takes the options of `celery worker`
+        options = {opt for param in celery_worker.params for opt in param.opts}
+        assert {arg for arg in args if arg.startswith("-")} <= options, where
     elif program == "kling-jobs":
         if args == ["--help"]:
             return

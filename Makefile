@@ -21,8 +21,8 @@ format: $(VENV)/.installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-bench: $(VENV)/.installed  ## Benchmark tuned vs naive worker on RabbitMQ and Redis (a few minutes)
-	$(BIN)/python -m benchmarks.bench --jobs 20000 --baseline-jobs 200
+bench: $(VENV)/.installed  ## kling-worker vs celery -A worker worker, 200 ms and 5 s upstream (~5 min)
+	$(BIN)/python -m benchmarks.bench
 
 clips: $(VENV)/.installed  ## Remake the sample clips in simulator/clips
 	$(BIN)/python scripts/make_clips.py

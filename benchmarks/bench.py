@@ -1,10 +1,11 @@
-"""End-to-end benchmark: the tuned worker against the naive baseline, on RabbitMQ and Redis.
+"""End-to-end benchmark: ``kling-worker`` against the shipped thread worker, at 200 ms and 5 s.
 
-    python -m benchmarks.bench [--brokers rabbitmq,redis] [--jobs 20000] [--baseline-jobs 200]
-                               [--pool gevent] [--concurrency 500] [--processes 1]
+    python -m benchmarks.bench [--scale 1.0] [--broker rabbitmq|redis] [--paced-seconds 4]
+                               [--preflight-jobs 10]
 
-For each broker it starts ``kling-api-sim --latency-ms 200`` (a subprocess), purges the queues,
-starts the worker processes (``celery -A worker worker``), warms them up, then:
+Each scenario starts ``kling-api-sim --latency-ms L`` (a subprocess), purges the queues, starts the
+worker processes exactly as compose and Kubernetes run them (task events on, ``REDIS_URL`` set),
+warms them up, then:
 
 1. **burst**: submits N jobs with one ``submit_many`` and times first submit → last result
    consumed; worker CPU is the ``cpu_times`` of the worker process tree before and after, peak
@@ -12,8 +13,10 @@ starts the worker processes (``celery -A worker worker``), warms them up, then:
 2. **paced**: submits jobs at half the burst's rate for a few seconds and reports the latency
    overhead (``completed_at − submitted_at − upstream latency``), p50 and p99.
 
-Then it prints one table, tuned and baseline side by side, and their ratio. Only 127.0.0.1 is
-used; each phase has a deadline, and the default run takes a few minutes.
+The baseline is the naive worker, ``celery -A worker worker`` with its default 200 threads;
+the table gives ``kling-worker``'s ratio to it at each latency. Last, it measures what the
+pre-flight adds to a ``url`` job (:mod:`benchmarks.preflight`). Only 127.0.0.1 is used; each
+phase has a deadline, and the default run takes about five minutes.
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from benchmarks import preflight
 from benchmarks.harness import (
     BENCH_SOURCE,
+    GREEN_POOL,
     Fleet,
     ResultCollector,
     RssSampler,
@@ -44,23 +49,33 @@ from benchmarks.harness import (
 from contract.settings import Settings
 from contract.topology import purge_queues
 from producers import Producer
+from worker.command import GREEN_CONCURRENCY
 
 #: Brokers the benchmark knows; RabbitMQ uses its own vhost when ``rabbitmqctl`` can make one.
 RABBITMQ_URL = os.environ.get("BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/kling-bench")
 RABBITMQ_FALLBACK_URL = "amqp://guest:guest@127.0.0.1:5672//"
 #: A Redis database of its own, so tests purging database 0 do not disturb a run.
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7")
-#: The tuned workers' REDIS_URL (idempotency records, circuit breaker, fleet limits).
+#: The workers' REDIS_URL (idempotency records, circuit breakers, fleet limits).
 STATE_REDIS_URL = os.environ.get("BENCH_STATE_REDIS_URL", "redis://127.0.0.1:6379/8")
+#: ``celery -A worker worker``'s threads when WORKER_CONCURRENCY is not set.
+SHIPPED_THREADS = Settings.model_fields["worker_concurrency"].default
 #: Longest a phase may take before the benchmark gives up on it.
 BURST_TIMEOUT_S = 300.0
 WARM_UP_TIMEOUT_S = 90.0
 
 
+@dataclass(frozen=True)
+class Scenario:
+    spec: WorkerSpec
+    latency_ms: float
+    #: Burst size at ``--scale 1``.
+    jobs: int
+
+
 @dataclass
 class Row:
-    config: str
-    broker: str
+    scenario: Scenario
     jobs: int
     jobs_per_s: float
     cpu_ms_per_job: float
@@ -71,22 +86,36 @@ class Row:
     failed: int
 
 
-def tuned_spec(pool: str, concurrency: int, processes: int, state_url: str) -> WorkerSpec:
-    # Gossip and mingle are cluster chatter a job queue does not need; task events stay on.
-    # REDIS_URL as a fleet runs it: idempotency records and limits live in Redis, not in RSS.
+def shipped(processes: int = 1) -> WorkerSpec:
+    """``celery -A worker worker -l INFO`` as compose and Kubernetes ran it before kling-worker."""
     return WorkerSpec(
-        name="tuned",
-        pool=pool,
-        concurrency=concurrency,
+        name="threads",
+        pool="threads",
+        concurrency=SHIPPED_THREADS,
         processes=processes,
-        options=("--without-gossip", "--without-mingle", "-E"),
-        env={"REDIS_URL": state_url} if state_url else {},
+        env={"REDIS_URL": STATE_REDIS_URL},
     )
 
 
-def baseline_spec() -> WorkerSpec:
-    """Celery's defaults: prefork with two child processes (one per core)."""
-    return WorkerSpec(name="baseline", pool="prefork", concurrency=2)
+def kling_worker(processes: int = 1) -> WorkerSpec:
+    """``kling-worker -l INFO``, as compose and Kubernetes run it."""
+    return WorkerSpec(
+        name="kling-worker",
+        pool=GREEN_POOL,
+        concurrency=GREEN_CONCURRENCY,
+        processes=processes,
+        env={"REDIS_URL": STATE_REDIS_URL},
+    )
+
+
+#: What ``make bench`` runs: the baseline first at each latency, then ``kling-worker``.
+SCENARIOS = (
+    Scenario(shipped(), 200, 4_000),
+    Scenario(kling_worker(), 200, 8_000),
+    Scenario(kling_worker(processes=2), 200, 12_000),
+    Scenario(shipped(), 5_000, 1_000),
+    Scenario(kling_worker(), 5_000, 8_000),
+)
 
 
 def jobs(count: int) -> list[dict[str, Any]]:
@@ -100,15 +129,10 @@ def warm_up(producer: Producer, results: ResultCollector, fleet: Fleet, count: i
         raise SystemExit(f"the workers did not answer the warm-up jobs; their logs:\n{logs}")
 
 
-def run_config(
-    settings: Settings,
-    sim: Simulator,
-    spec: WorkerSpec,
-    *,
-    burst_jobs: int,
-    paced_s: float,
-    latency_s: float,
+def run_scenario(
+    settings: Settings, sim: Simulator, scenario: Scenario, *, burst_jobs: int, paced_s: float
 ) -> Row:
+    spec = scenario.spec
     purge_queues(settings)
     with (
         running_fleet(settings, sim, spec) as fleet,
@@ -132,10 +156,9 @@ def run_config(
         rate = burst.count / elapsed if elapsed > 0 else 0.0
         upstream_peak = int(sim.stats()["peak_in_flight"])
         failed = burst.count - burst.statuses.get("succeeded", 0)
-        overheads = paced(producer, results, rate / 2, paced_s, latency_s)
+        overheads = paced(producer, results, rate / 2, paced_s, scenario.latency_ms / 1000)
     return Row(
-        config=f"{spec.name}: {spec.processes}×{spec.pool} -c {spec.concurrency}",
-        broker=broker_name(settings),
+        scenario=scenario,
         jobs=burst.count,
         jobs_per_s=rate,
         cpu_ms_per_job=1000 * cpu_s / max(1, burst.count),
@@ -145,19 +168,6 @@ def run_config(
         upstream_peak=upstream_peak,
         failed=failed,
     )
-
-
-def producer_rate(settings: Settings, count: int) -> float:
-    """Jobs/s of one ``submit_many`` of ``count`` jobs with no worker running (validation and,
-    on RabbitMQ, the broker's confirms included)."""
-    purge_queues(settings)
-    batch = jobs(count)
-    with Producer(settings) as producer:
-        started = time.perf_counter()
-        producer.submit_many(batch)
-        elapsed = time.perf_counter() - started
-    purge_queues(settings)
-    return count / elapsed
 
 
 def paced(
@@ -176,7 +186,7 @@ def paced(
             producer.submit_many(jobs(due))
             sent += due
         time.sleep(tick_s)
-    results.wait_for(sent, 60)
+    results.wait_for(sent, 60 + latency_s)
     return [latency - latency_s for latency in results.collected.latencies_s]
 
 
@@ -206,25 +216,35 @@ def rabbitmq_url() -> str:
 
 def print_table(rows: list[Row]) -> None:
     header = (
-        "| configuration | broker | jobs | jobs/s | worker CPU ms/job | peak RSS MB "
-        "| overhead p50 / p99 ms (at ½ peak) | upstream peak in flight | failed |"
+        "| upstream | worker | jobs | jobs/s | × baseline | worker CPU ms/job | peak RSS MB "
+        "| peak in flight | overhead p50 / p99 ms (at ½ rate) | failed |"
     )
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
+    baselines: dict[float, float] = {}
     for row in rows:
-        print(
-            f"| {row.config} | {row.broker} | {row.jobs} | {row.jobs_per_s:.1f} "
-            f"| {row.cpu_ms_per_job:.2f} | {row.peak_rss_mb:.0f} "
-            f"| {_ms(row.overhead_p50_ms)} / {_ms(row.overhead_p99_ms)} "
-            f"| {row.upstream_peak} | {row.failed} |"
+        scenario = row.scenario
+        spec = scenario.spec
+        if spec.pool != GREEN_POOL and spec.processes == 1:
+            baselines.setdefault(scenario.latency_ms, row.jobs_per_s)
+        base = baselines.get(scenario.latency_ms)
+        ratio = f"{row.jobs_per_s / base:.2f}" if base else "–"
+        worker = (
+            f"kling-worker ({spec.concurrency} greenlets)"
+            if spec.pool == GREEN_POOL
+            else f"celery -A worker worker ({spec.concurrency} threads)"
         )
-    by_broker: dict[str, dict[str, Row]] = {}
-    for row in rows:
-        by_broker.setdefault(row.broker, {})[row.config.split(":")[0]] = row
-    for broker, found in by_broker.items():
-        if "tuned" in found and "baseline" in found and found["baseline"].jobs_per_s > 0:
-            ratio = found["tuned"].jobs_per_s / found["baseline"].jobs_per_s
-            print(f"\n{broker}: tuned / baseline = {ratio:.0f}× jobs/s")
+        if spec.processes > 1:
+            worker = f"{spec.processes} × {worker}"
+        print(
+            f"| {_latency(scenario.latency_ms)} | {worker} | {row.jobs} | {row.jobs_per_s:.1f} "
+            f"| {ratio} | {row.cpu_ms_per_job:.2f} | {row.peak_rss_mb:.0f} | {row.upstream_peak} "
+            f"| {_ms(row.overhead_p50_ms)} / {_ms(row.overhead_p99_ms)} | {row.failed} |"
+        )
+
+
+def _latency(ms: float) -> str:
+    return f"{ms / 1000:g} s" if ms >= 1000 else f"{ms:g} ms"
 
 
 def _ms(value: float) -> str:
@@ -232,60 +252,47 @@ def _ms(value: float) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="bench", description=(__doc__ or "").splitlines()[0])
     add = parser.add_argument
-    add("--brokers", default="rabbitmq,redis", help="comma-separated: rabbitmq, redis")
-    add("--jobs", type=int, default=20000, help="burst size for the tuned worker")
-    add("--baseline-jobs", type=int, default=200, help="burst size for the baseline (0: skip)")
-    add("--pool", default="threads", help="pool of the tuned worker (threads, gevent)")
-    add("--concurrency", type=int, default=500, help="concurrency of each tuned process")
-    add("--processes", type=int, default=1, help="tuned worker processes on this node")
-    add(
-        "--state-redis",
-        default=STATE_REDIS_URL,
-        help="REDIS_URL of the tuned workers (fleet state); '' runs them without",
-    )
-    add("--paced-seconds", type=float, default=8.0, help="length of the latency phase")
-    add("--latency-ms", type=float, default=200.0, help="upstream latency of the simulator")
+    add("--broker", default="rabbitmq", choices=("rabbitmq", "redis"))
+    add("--scale", type=float, default=1.0, help="multiplies every burst's size")
+    add("--only", default="", help="comma-separated scenario numbers to run (1-5), default all")
+    add("--paced-seconds", type=float, default=4.0, help="length of each latency phase")
+    add("--preflight-jobs", type=int, default=10, help="url jobs per clip and side (0: skip)")
     return parser
 
 
 def main() -> None:
     args = _parser().parse_args()
-    urls = {"rabbitmq": rabbitmq_url(), "redis": REDIS_URL}
+    url = rabbitmq_url() if args.broker == "rabbitmq" else REDIS_URL
+    settings = Settings(_env_file=None, celery_broker_url=url)
+    chosen = {int(n) for n in args.only.split(",") if n.strip()} or set(range(1, 6))
     rows: list[Row] = []
-    submit_rates: dict[str, float] = {}
-    latency_s = args.latency_ms / 1000
-    with running_simulator(args.latency_ms) as sim:
-        for broker in args.brokers.split(","):
-            settings = Settings(_env_file=None, celery_broker_url=urls[broker.strip()])
-            print(f"running submit_many on {broker_name(settings)}: {args.jobs} jobs", flush=True)
-            submit_rates[broker_name(settings)] = producer_rate(settings, args.jobs)
-            specs = [tuned_spec(args.pool, args.concurrency, args.processes, args.state_redis)]
-            if args.baseline_jobs:
-                specs.append(baseline_spec())
-            for spec in specs:
-                count = args.jobs if spec.name == "tuned" else args.baseline_jobs
-                print(f"running {spec.name} on {broker_name(settings)}: {count} jobs", flush=True)
-                rows.append(
-                    run_config(
-                        settings,
-                        sim,
-                        spec,
-                        burst_jobs=count,
-                        paced_s=args.paced_seconds if spec.name == "tuned" else 0.0,
-                        latency_s=latency_s,
-                    )
-                )
+    for number, scenario in enumerate(SCENARIOS, start=1):
+        if number not in chosen:
+            continue
+        count = max(10, round(scenario.jobs * args.scale))
+        print(
+            f"running {scenario.spec.processes} × {scenario.spec.name} at "
+            f"{_latency(scenario.latency_ms)}: {count} jobs",
+            flush=True,
+        )
+        with running_simulator(scenario.latency_ms) as sim:
+            rows.append(
+                run_scenario(settings, sim, scenario, burst_jobs=count, paced_s=args.paced_seconds)
+            )
+    preflight_line = ""
+    if args.preflight_jobs:
+        print(f"running the pre-flight: {args.preflight_jobs} url jobs per clip", flush=True)
+        preflight_line = preflight.summary(preflight.measure(args.preflight_jobs))
     print(
-        f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} vCPU "
-        f"{platform.machine()}, Python {platform.python_version()}, "
-        f"upstream latency {args.latency_ms:g} ms\n"
+        f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} vCPU {platform.machine()}, "
+        f"Python {platform.python_version()}, {broker_name(settings)}, REDIS_URL set, "
+        "task events on\n"
     )
     print_table(rows)
-    for broker, rate in submit_rates.items():
-        confirmed = " (every message confirmed by the broker)" if broker == "RabbitMQ" else ""
-        print(f"{broker}: producer submit_many {rate:,.0f} jobs/s{confirmed}")
+    if preflight_line:
+        print(f"\nPre-flight, per url job: {preflight_line}")
 
 
 if __name__ == "__main__":

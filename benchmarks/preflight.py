@@ -101,6 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.serve is not None:
         return serve(args.serve)
+    rows = measure(args.jobs)
+    print_table(rows, args.jobs)
+    print(f"\nValid clips, mean per job: {summary(rows)}")
+    return 0
+
+
+def measure(jobs: int) -> list[Row]:
+    """Run ``jobs`` url jobs per clip with the pre-flight and as many without, interleaved."""
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="preflight-bench-") as workdir:
         sizes = clips(Path(workdir))
@@ -118,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 without.run(url, counts)  # warm-up: the simulator probes and caches the URL
                 without = Side(without_pipeline)
                 read_before = sample(BYTES_READ), sample(REQUESTS)
-                for _ in range(args.jobs):
+                for _ in range(jobs):
                     without.run(url, counts)
                     with_.run(url, counts)
                 rows.append(
@@ -127,12 +135,23 @@ def main(argv: list[str] | None = None) -> int:
                         size=clip_size,
                         with_=with_,
                         without=without,
-                        bytes_read=(sample(BYTES_READ) - read_before[0]) / args.jobs,
-                        requests=(sample(REQUESTS) - read_before[1]) / args.jobs,
+                        bytes_read=(sample(BYTES_READ) - read_before[0]) / jobs,
+                        requests=(sample(REQUESTS) - read_before[1]) / jobs,
                     )
                 )
-    print_table(rows, args.jobs)
-    return 0
+    return rows
+
+
+def summary(rows: list[Row]) -> str:
+    """What the pre-flight adds to a job whose clip passes it, on average over the clips."""
+    passed = [row for row in rows if row.with_.outcome == "passed"]
+    if not passed:
+        return "no clip passed the pre-flight"
+    read = statistics.mean(r.bytes_read for r in passed)
+    gets = statistics.mean(r.requests for r in passed)
+    cpu = statistics.mean(r.cpu_ms(r.with_) - r.cpu_ms(r.without) for r in passed)
+    wall = statistics.mean(r.wall_ms(r.with_) - r.wall_ms(r.without) for r in passed)
+    return f"{size(read)} read in {gets:.1f} GETs, +{cpu:.1f} ms CPU, +{wall:.1f} ms wall."
 
 
 def clips(directory: Path) -> dict[str, int]:
@@ -221,16 +240,6 @@ def print_table(rows: list[Row], jobs: int) -> None:
             f"{row.cpu_ms(on):>5.1f} / {row.cpu_ms(off):<4.1f} "
             f"{row.wall_ms(on):>5.1f} / {row.wall_ms(off):<4.1f} "
             f"{row.wall_ms(on) - row.wall_ms(off):>+7.1f}"
-        )
-    passed = [row for row in rows if row.with_.outcome == "passed"]
-    if passed:
-        read = statistics.mean(r.bytes_read for r in passed)
-        gets = statistics.mean(r.requests for r in passed)
-        cpu = statistics.mean(r.cpu_ms(r.with_) - r.cpu_ms(r.without) for r in passed)
-        wall = statistics.mean(r.wall_ms(r.with_) - r.wall_ms(r.without) for r in passed)
-        print(
-            f"\nValid clips, mean per job: {size(read)} read in {gets:.1f} GETs,"
-            f" +{cpu:.1f} ms CPU, +{wall:.1f} ms wall."
         )
     made = sum(row.with_.calls for row in rows)
     print(f"Calls made with the pre-flight: {made} of {sum(row.without.calls for row in rows)}.")

@@ -5,8 +5,8 @@ Lua scripts that first drop expired members. With a ``renewer`` (every worker pr
 the lease is short and renewed while the call lasts (:mod:`worker.coordination.renewal`), so a
 worker killed mid-call gives its slots back by itself within ``lease_s``, and a live worker's
 slow call never loses its slot; without one, ``lease_s`` is the longest a call may hold it.
-With ``writes`` a slot goes back off the call's path, batched with other writes
-(:mod:`worker.coordination.write_behind`). Times come from the Redis server's clock, never a
+With ``commands`` a slot goes back off the call's path, pipelined with other jobs' commands
+(:mod:`worker.coordination.pipelining`). Times come from the Redis server's clock, never a
 node's.
 """
 
@@ -40,10 +40,10 @@ from worker.coordination.limits import (
     holding,
     raise_if_stopping,
 )
+from worker.coordination.pipelining import PipelinedCommands, script_call
 from worker.coordination.renewal import HeldLease, LeaseRenewer
 from worker.coordination.translation import translated
 from worker.coordination.turns import Turnstile
-from worker.coordination.write_behind import Write, WriteBehind
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class RedisLimiter:
         owns_client: bool = True,
         renewer: LeaseRenewer | None = None,
         stopping: threading.Event | None = None,
-        writes: WriteBehind | None = None,
+        commands: PipelinedCommands | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be at least 1")
@@ -166,7 +166,7 @@ class RedisLimiter:
         self._redis = client
         self._renewer = renewer
         #: Sends slots back off the call's path (None: each on the caller's thread).
-        self._writes = writes
+        self._commands = commands
         #: Set on warm shutdown: a call still waiting for a slot is not made.
         self._stopping = stopping
         self.max_concurrency = max_concurrency
@@ -292,8 +292,8 @@ class RedisLimiter:
             DEEPEST_CUT,
             round(BUSY_HOLD_S * 1_000_000),
         ]
-        if self._writes is not None:
-            self._writes.send(Write(self._release, keys, args, done=self._given_back))
+        if self._commands is not None:
+            self._commands.send(script_call(self._release, keys, args), done=self._given_back)
             return
         try:
             reply = self._release(keys=keys, args=args)

@@ -30,9 +30,9 @@ import redis
 
 from contract import keys
 from contract.results import Result
+from worker.coordination.pipelining import PipelinedCommands, script_call
 from worker.coordination.renewal import HeldLease, LeaseRenewer
 from worker.coordination.translation import translated
-from worker.coordination.write_behind import Write, WriteBehind
 from worker.errors import KlingWorkerError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -139,13 +139,14 @@ return 1
         client: redis.Redis,
         *,
         renewer: LeaseRenewer | None = None,
-        writes: WriteBehind | None = None,
+        commands: PipelinedCommands | None = None,
     ) -> None:
         self._redis = client
         self._renewer = renewer
-        #: Sends leases back off the job's path (None: each on the caller's thread). A copy that
-        #: claims the job meanwhile finds the outcome recorded, or waits for the lease again.
-        self._writes = writes
+        #: Pipelines claims and records with other jobs' commands, and sends leases back off the
+        #: job's path (None: each its own round trip). A copy that claims the job before its
+        #: lease is back finds the outcome recorded, or waits for the lease again.
+        self._commands = commands
         self._release = client.register_script(self._RELEASE)
         self._claim = client.register_script(self._CLAIM)
 
@@ -155,15 +156,21 @@ return 1
         return None if raw is None else Result.model_validate_json(raw)
 
     def record(self, result: Result) -> None:
+        key, value = keys.outcome(result.job_id), result.to_json()
         with translated():
-            self._redis.set(keys.outcome(result.job_id), result.to_json(), ex=OUTCOME_TTL_S)
+            if self._commands is None:
+                self._redis.set(key, value, ex=OUTCOME_TTL_S)
+            else:
+                self._commands.call(lambda pipe: pipe.set(key, value, ex=OUTCOME_TTL_S))
 
     def claim(self, job_id: str, holder: str, lease_s: float, *, waited: bool = False) -> Claim:
+        claim_keys = [keys.outcome(job_id), keys.lease(job_id), keys.waiters(job_id)]
+        args: list[str | int | float] = [holder, _ms(lease_s), int(waited), _ms(WAITERS_TTL_S)]
         with translated():
-            answer = self._claim(
-                keys=[keys.outcome(job_id), keys.lease(job_id), keys.waiters(job_id)],
-                args=[holder, _ms(lease_s), int(waited), _ms(WAITERS_TTL_S)],
-            )
+            if self._commands is None:
+                answer = self._claim(keys=claim_keys, args=args)
+            else:
+                answer = self._commands.call(script_call(self._claim, claim_keys, args))
         kind = int(answer[0])
         if kind == 3:
             return Claim(recorded=Result.model_validate_json(answer[1]))
@@ -182,8 +189,8 @@ return 1
             self._renewer.drop(HeldLease(keys.lease(job_id), holder, 0.0))
         lease_keys = [keys.lease(job_id), keys.waiters(job_id)]
         args: list[str | int | float] = [holder, int(answered), _ms(WAITERS_TTL_S)]
-        if self._writes is not None:
-            self._writes.send(Write(self._release, lease_keys, args))
+        if self._commands is not None:
+            self._commands.send(script_call(self._release, lease_keys, args))
             return
         with translated():
             self._release(keys=lease_keys, args=args)

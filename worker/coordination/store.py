@@ -24,13 +24,17 @@ from worker.coordination.outcomes import (
     OutcomeStore,
     RedisOutcomeStore,
 )
+from worker.coordination.pipelining import PipelinedCommands
 from worker.coordination.renewal import LeaseRenewer, tick_s_for
-from worker.coordination.write_behind import WriteBehind
 from worker.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
 
-#: Extra Redis connections beyond one per worker thread (renewal, breaker reads, metrics).
+#: Most Redis connections the jobs of one process share. A command holds one for a round trip
+#: and nothing holds one while waiting, so a few dozen serve thousands of greenlets; one per
+#: greenlet (650 of them at 2,000 calls in flight) cost memory (docs/performance.md).
+MAX_JOB_CONNECTIONS = 48
+#: Extra Redis connections beyond the jobs' (renewal, breaker reads, metrics).
 SPARE_CONNECTIONS = 16
 #: How long a thread waits for a free pooled connection before the store counts as away.
 POOL_WAIT_S = 30
@@ -43,7 +47,7 @@ class Coordination:
     breaker and call limits (:meth:`breaker_for`, :meth:`limiter_for`).
 
     With Redis, ``renewer`` keeps this process's job leases and call slots alive: :meth:`start`
-    it with the worker, :meth:`close` stops it (after ``writes`` has sent what it holds).
+    it with the worker, :meth:`close` stops it (after ``commands`` has sent what it holds).
     In-process state needs no renewal (its leases last until released), so ``renewer`` is then
     ``None`` and both calls still work.
     """
@@ -55,8 +59,8 @@ class Coordination:
     #: Longest a call holds its slot, and a probe call the probe (KLING_SLOT_LEASE_SECONDS).
     lease_s: float
     renewer: LeaseRenewer | None = None
-    #: Sends slots and leases back off the jobs' path, many in one round trip.
-    writes: WriteBehind | None = None
+    #: The jobs' small Redis commands, many in one round trip.
+    commands: PipelinedCommands | None = None
     #: Set on warm shutdown: calls still waiting for a slot go back unmade.
     stopping: threading.Event = field(default_factory=threading.Event)
 
@@ -88,12 +92,12 @@ class Coordination:
             return cls(outcomes=LocalOutcomeStore(), client=None, **common)  # type: ignore[arg-type]
         client = connect(settings.redis_url, pool_size or settings.worker_concurrency)
         renewer = LeaseRenewer(client, tick_s=tick_s_for(JOB_LEASE_S, lease_s))
-        writes = WriteBehind(client)
+        commands = PipelinedCommands(client)
         return cls(
-            outcomes=RedisOutcomeStore(client, renewer=renewer, writes=writes),
+            outcomes=RedisOutcomeStore(client, renewer=renewer, commands=commands),
             client=client,
             renewer=renewer,
-            writes=writes,
+            commands=commands,
             **common,  # type: ignore[arg-type]
         )
 
@@ -126,7 +130,7 @@ class Coordination:
             owns_client=False,
             renewer=self.renewer,
             stopping=self.stopping,
-            writes=self.writes,
+            commands=self.commands,
         )
 
     def start(self) -> None:
@@ -135,8 +139,8 @@ class Coordination:
             self.renewer.start()
 
     def close(self) -> None:
-        if self.writes is not None:
-            self.writes.close()
+        if self.commands is not None:
+            self.commands.close()
         if self.renewer is not None:
             self.renewer.stop()
         if self.client is not None:
@@ -149,7 +153,7 @@ def connect(url: str, pool_size: int) -> redis.Redis:
     try:
         pool = redis.BlockingConnectionPool.from_url(
             url,
-            max_connections=pool_size + SPARE_CONNECTIONS,
+            max_connections=min(pool_size, MAX_JOB_CONNECTIONS) + SPARE_CONNECTIONS,
             timeout=POOL_WAIT_S,
             socket_timeout=SOCKET_TIMEOUT_S,
             health_check_interval=30,

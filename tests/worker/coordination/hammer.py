@@ -3,7 +3,7 @@
     python -m tests.worker.coordination.hammer --redis-url URL --endpoint URL --cap N [--rate R] ...
 
 Run as a separate process, several at once, so the limits are proven across processes. Slots go
-back through a write-behind, as in a worker process. Prints one JSON line with what it saw. With
+back pipelined, as in a worker process. Prints one JSON line with what it saw. With
 ``--hold N`` it instead takes N slots, prints ``held``, and sleeps until killed (a crashed
 worker).
 """
@@ -25,7 +25,7 @@ from requests.adapters import HTTPAdapter
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from worker.coordination.limits_redis import RedisLimiter
-from worker.coordination.write_behind import WriteBehind
+from worker.coordination.pipelining import PipelinedCommands
 from worker.errors import UpstreamBusy
 
 #: The body of every call: a clip the simulator knows, so no download is involved.
@@ -52,14 +52,14 @@ def _parser() -> argparse.ArgumentParser:
 def main() -> None:
     args = _parser().parse_args()
     client = redis.Redis.from_url(args.redis_url)
-    writes = WriteBehind(client)
+    commands = PipelinedCommands(client)
     limiter = RedisLimiter(
         client,
         max_concurrency=args.cap,
         max_rate=args.rate,
         lease_s=args.lease_s,
         key_prefix=args.prefix,
-        writes=writes,
+        commands=commands,
     )
     if args.hold:
         slots = [limiter.slot() for _ in range(args.hold)]
@@ -101,7 +101,7 @@ def main() -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    writes.close()
+    commands.close()
     print(
         json.dumps(
             {

@@ -13,8 +13,8 @@ round trip carries the commands of many jobs.
   (their renewal stops first).
 
 Commands reach Redis in the order they were queued, so a claim made after a lease was given
-back sees it given back. A thread here is a greenlet under ``kling-worker``: it waits on :mod:`threading` primitives
-only, which gevent makes cooperative.
+back sees it given back. A thread here is a greenlet under ``kling-worker``: it waits on
+:mod:`threading` primitives only, which gevent makes cooperative.
 """
 
 from __future__ import annotations

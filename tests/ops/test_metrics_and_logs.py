@@ -130,6 +130,17 @@ def test_each_job_has_one_json_outcome_line_with_every_field(ops_run: OpsRun) ->
     assert lines[ops_run.job_ids["missing"]]["account"] is None
 
 
+def test_at_info_a_job_is_one_line_not_celerys_received_and_succeeded_too(
+    ops_run: OpsRun,
+) -> None:
+    records = [
+        json.loads(line) for line in ops_run.worker.log().splitlines() if line.startswith("{")
+    ]
+    for name, job_id in ops_run.job_ids.items():
+        about_it = [r for r in records if r["level"] == "INFO" and job_id in json.dumps(r)]
+        assert [r.get("event") for r in about_it] == ["job_outcome"], name
+
+
 def test_every_log_record_is_a_json_line_without_a_secret(ops_run: OpsRun) -> None:
     log = ops_run.worker.log()
 

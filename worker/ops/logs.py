@@ -27,6 +27,9 @@ from worker.errors import ConfigurationError
 SECRET_ENV_VARS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "FLOWER_BASIC_AUTH")
 #: Shortest value treated as a secret: masking "1" or "abc" everywhere would garble the logs.
 MIN_SECRET_LENGTH = 6
+#: Celery's own INFO lines for every task received and succeeded: the job's outcome line says
+#: the same, once (and a fleet's log volume is a third). ``-l DEBUG`` keeps them.
+PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
 #: Format of a ``LOG_FORMAT=text`` line.
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -129,3 +132,6 @@ def install(logger: logging.Logger, settings: Settings) -> None:
     for handler in logger.handlers:
         if type(handler) in (logging.StreamHandler, logging.handlers.WatchedFileHandler):
             handler.setFormatter(formatter)
+    if logger.getEffectiveLevel() > logging.DEBUG:
+        for name in PER_TASK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -60,9 +61,12 @@ def test_a_failed_job_is_a_failure_in_flower_with_its_error_type(ops_run: OpsRun
         assert info["state"] == "FAILURE"
         assert info["exception"] == f"JobEndedFailed('{error_type}')"
         assert info["retries"] == 0
-        # An expected exception: one INFO line, no traceback in the worker's log.
+        # An expected exception: one INFO line, the job's outcome, and no traceback.
         lines = [line for line in ops_run.worker.log().splitlines() if job_id in line]
-        assert any("raised expected" in line for line in lines), lines
+        assert len(lines) == 1, lines
+        outcome = json.loads(lines[0])
+        assert (outcome["event"], outcome["status"]) == ("job_outcome", "failed")
+        assert outcome["error_type"] == error_type
     assert "Traceback" not in ops_run.worker.log()
     # Published once (the run collected exactly one result each) and acked: nothing is left.
     assert job_queue_depth(ops_run) == 0

@@ -135,17 +135,23 @@ def running(
 
 
 def worker_command(
-    node: str | None = None, concurrency: int = 4, log_level: str = "INFO", *, green: bool = False
+    node: str | None = None,
+    concurrency: int | None = 4,
+    log_level: str = "INFO",
+    *,
+    green: bool = False,
 ) -> list[str]:
     """``celery -A worker worker`` as an operator types it (``node``: its ``-n`` name), or with
-    ``green`` ``kling-worker``, as compose and Kubernetes run it (same options, gevent)."""
+    ``green`` ``kling-worker``, as compose and Kubernetes run it (same options, gevent).
+    ``concurrency`` None: the command's own default."""
     if green:
         command = [sys.executable, "-m", "worker.command"]
     else:
         command = [sys.executable, "-m", "celery", "--quiet", "-A", "worker", "worker"]
     if node:
         command += ["-n", node]
-    return [*command, "-l", log_level, "-c", str(concurrency)]
+    command += ["-l", log_level]
+    return command if concurrency is None else [*command, "-c", str(concurrency)]
 
 
 def wait_for_worker(process: Process, broker_url: str, node: str) -> None:

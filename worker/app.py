@@ -98,6 +98,10 @@ class WorkerApp(Celery):  # type: ignore[misc]
                 self._runtime = None
 
 
+#: Most broker connections a worker process publishes task messages on (see celery_config).
+BROKER_PUBLISH_CONNECTIONS = 16
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings for this workload: JSON only, late acks, long I/O, task events on."""
     return {
@@ -107,7 +111,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         # Keep reconnecting for as long as it takes: a broker restart must not need a person.
         "broker_connection_max_retries": None,
-        "broker_pool_limit": settings.worker_concurrency + 16,
+        # Connections the tasks publish on (lease-wait copies): held for one confirmed publish
+        # each, so a few serve thousands of greenlets, which wait their turn. One per greenlet
+        # let a dead worker's 2,000 jobs, sent back to wait at once, exhaust RabbitMQ's files.
+        "broker_pool_limit": BROKER_PUBLISH_CONNECTIONS,
         # No AMQP heartbeats (TCP keepalive instead): with them Celery's event loop also reads
         # the task-events connection, racing pool threads that wait there for publish confirms,
         # and a worker under load stalls (docs/history/2026-11-25-performance.md); gevent slows

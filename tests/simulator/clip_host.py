@@ -74,21 +74,22 @@ def _make_handler(host: ClipHost) -> type[BaseHTTPRequestHandler]:
             """Quiet: the tests read `host.served` instead."""
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            # Recorded before any byte goes out: a client that has its answer (a status may be
+            # all it reads) finds it counted.
+            host.served.append((self.path, self.headers.get("Range"), status, len(body)))
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            # Recorded before the body goes out: a client that has its answer finds it counted.
-            host.served.append((self.path, self.headers.get("Range"), status, len(body)))
             self.wfile.write(body)
 
         def _send_chunked(self, body: bytes) -> None:
+            host.served.append((self.path, self.headers.get("Range"), 200, len(body)))
             self.send_response(200)
             self.send_header("Content-Type", "video/mp4")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
-            host.served.append((self.path, self.headers.get("Range"), 200, len(body)))
             for offset in range(0, len(body), 64 * 1024):
                 chunk = body[offset : offset + 64 * 1024]
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))

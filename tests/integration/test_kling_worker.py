@@ -1,7 +1,7 @@
 """``kling-worker`` as compose runs it: one process holds hundreds of slow calls at once.
 
 A real ``kling-worker`` process with its default concurrency, on a RabbitMQ virtual host of its
-own, ``REDIS_URL`` set, the simulator answering after 2 s and the S3 server over HTTP. Half the
+own, ``REDIS_URL`` set, the simulator answering after 3 s and the S3 server over HTTP. Half the
 jobs are S3 objects, pre-flight on: boto3, PyAV's ranged reads, redis-py, kombu's publishes and
 the calls all wait cooperatively, so none of them holds the others up.
 """
@@ -34,7 +34,7 @@ VHOST = "kling-green-test"
 DEAD_WORKER_VHOST = "kling-green-dead-worker-test"
 NODE = "green@localhost"
 JOBS = 300
-LATENCY_MS = 2000
+LATENCY_MS = 3000
 #: ``celery -A worker worker`` runs 200 threads: it could never hold more calls than this.
 THREADS_DEFAULT = 200
 #: Connections this test opens itself while it watches: its producer and its result consumer.
@@ -81,7 +81,7 @@ def test_one_process_holds_hundreds_of_slow_calls_s3_jobs_included(
     assert sorted(r.job_id for r in results) == sorted(job_ids)
     assert {r.status for r in results} == {"succeeded"}, [r.error for r in results if r.error]
     assert sum(isinstance(r.source, S3Object) for r in results) == JOBS // 2
-    assert sim.stats()["peak_in_flight"] > 1.2 * THREADS_DEFAULT
+    assert sim.stats()["peak_in_flight"] > THREADS_DEFAULT
 
 
 def test_a_dead_workers_hundreds_of_jobs_wait_on_a_few_broker_connections(

@@ -198,6 +198,7 @@ def pipelines(sim_url: str) -> tuple[Pipeline, Pipeline]:
         kling_api_base_url=f"{sim_url}/kling",
         kling_api_key=SecretStr(BENCH_API_KEY),
         allow_http_video_urls=True,
+        allow_private_video_hosts=True,
         worker_concurrency=4,
     )
 

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     s3_endpoint_url: str | None = None
     presign_expires_seconds: int = Field(default=3600, ge=1, le=7 * 24 * 3600)
     allow_http_video_urls: bool = False
+    #: Let ``url`` jobs name hosts on loopback, private, link-local or other non-global
+    #: addresses (local stacks only); otherwise such a job fails ``invalid_job``.
+    allow_private_video_hosts: bool = False
 
     worker_concurrency: int = Field(default=200, ge=1)
     worker_prefetch_multiplier: int = Field(default=1, ge=1)

@@ -73,6 +73,7 @@ def run_demo(*, timeout_s: float) -> int:
             kling_api_key=SecretStr(DEMO_API_KEY),
             s3_endpoint_url=s3_endpoint,
             allow_http_video_urls=True,
+            allow_private_video_hosts=True,
         )
         say(f"API simulator   {sim.base_url}  (latency {DEMO_LATENCY_MS} ms)")
         say(f"S3 server       {s3_endpoint}  (sample clips in s3://{PRIVATE_BUCKET}/clips/)")
@@ -187,6 +188,7 @@ def start_worker(settings: Settings, s3: LocalS3, workdir: Path) -> AbstractCont
             "KLING_API_KEY": DEMO_API_KEY,
             "S3_ENDPOINT_URL": s3.endpoint_url,
             "ALLOW_HTTP_VIDEO_URLS": "true",
+            "ALLOW_PRIVATE_VIDEO_HOSTS": "true",
             "WORKER_CONCURRENCY": "8",
         }
     )

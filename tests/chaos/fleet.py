@@ -56,6 +56,7 @@ def worker_settings(sim: RunningSimulator, api_key: str, **overrides: str) -> di
         "KLING_BACKOFF_BASE_SECONDS": "0.05",
         "KLING_BACKOFF_MAX_SECONDS": "0.5",
         "ALLOW_HTTP_VIDEO_URLS": "true",
+        "ALLOW_PRIVATE_VIDEO_HOSTS": "true",
         "WORKER_CONCURRENCY": str(CHAOS_CONCURRENCY),
         # Several workers (and the operations tests' one) may run at once: no fixed port.
         "METRICS_PORT": "0",
@@ -113,7 +114,10 @@ def chaos_fleet(workdir: Path, worker_env: dict[str, str]) -> Iterator[Fleet]:
         if "REDIS_URL" not in worker_env:
             worker_env = {**worker_env, "REDIS_URL": stack.enter_context(RedisServer(workdir)).url}
         settings = Settings(
-            _env_file=None, celery_broker_url=broker_url, allow_http_video_urls=True
+            _env_file=None,
+            celery_broker_url=broker_url,
+            allow_http_video_urls=True,
+            allow_private_video_hosts=True,
         )
         purge_queues(settings)
         env = process_env(broker_url, **worker_env)

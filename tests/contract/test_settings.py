@@ -53,6 +53,10 @@ def test_http_video_urls_are_refused_by_default() -> None:
     assert settings().allow_http_video_urls is False
 
 
+def test_private_video_hosts_are_refused_by_default() -> None:
+    assert settings().allow_private_video_hosts is False
+
+
 def test_optional_settings_are_unset_by_default() -> None:
     defaults = settings()
 
@@ -112,6 +116,19 @@ def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None
     assert read.kling_access_key == "ak-1"
     assert read.kling_secret_key is not None
     assert read.kling_secret_key.get_secret_value() == SECRET_KEY
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("1", True), ("false", False)])
+def test_allow_private_video_hosts_is_read_apart_from_allow_http(
+    monkeypatch: pytest.MonkeyPatch, value: str, expected: bool
+) -> None:
+    monkeypatch.setenv("ALLOW_HTTP_VIDEO_URLS", "true")
+    monkeypatch.setenv("ALLOW_PRIVATE_VIDEO_HOSTS", value)
+
+    read = settings()
+
+    assert read.allow_private_video_hosts is expected
+    assert read.allow_http_video_urls is True
 
 
 @pytest.mark.parametrize(("value", "expected"), [("1", True), ("false", False), ("0", False)])

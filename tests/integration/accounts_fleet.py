@@ -163,7 +163,12 @@ def fleet_run(workdir: Path, broker_url: str, s3_endpoint: str) -> Iterator[Flee
     state = redis.Redis.from_url(STATE_REDIS_URL)
     state.flushdb()
     state.close()
-    settings = Settings(_env_file=None, celery_broker_url=broker_url, allow_http_video_urls=True)
+    settings = Settings(
+        _env_file=None,
+        celery_broker_url=broker_url,
+        allow_http_video_urls=True,
+        allow_private_video_hosts=True,
+    )
     purge_queues(settings)
     accounts_file = workdir / "accounts.toml"
     accounts_file.write_text(ACCOUNTS_FILE, encoding="utf-8")
@@ -186,6 +191,7 @@ def fleet_run(workdir: Path, broker_url: str, s3_endpoint: str) -> Iterator[Flee
                 KLING_BACKOFF_MAX_SECONDS="0.2",
                 KLING_CIRCUIT_OPEN_SECONDS="300",
                 ALLOW_HTTP_VIDEO_URLS="true",
+                ALLOW_PRIVATE_VIDEO_HOSTS="true",
                 WORKER_CONCURRENCY=str(WORKER_THREADS),
                 METRICS_PORT=str(port),
                 LOG_FORMAT="json",

@@ -38,6 +38,7 @@ def stack_settings(
         "kling_backoff_max_seconds": 0.05,
         "s3_endpoint_url": s3_endpoint,
         "allow_http_video_urls": True,
+        "allow_private_video_hosts": True,
         "worker_concurrency": TEST_CONCURRENCY,
         # In-thread workers share the test process: no metrics exporter on a fixed port.
         "metrics_port": 0,

@@ -64,7 +64,13 @@ def test_one_process_holds_hundreds_of_slow_calls_s3_jobs_included(
     purge_queues(settings)
     sim.add_video("green-video", "green-task")
     sim.set_faults(latency_ms=LATENCY_MS)
-    env = worker_env(settings, sim, S3_ENDPOINT_URL=s3_endpoint, ALLOW_HTTP_VIDEO_URLS="true")
+    env = worker_env(
+        settings,
+        sim,
+        S3_ENDPOINT_URL=s3_endpoint,
+        ALLOW_HTTP_VIDEO_URLS="true",
+        ALLOW_PRIVATE_VIDEO_HOSTS="true",
+    )
     clip = S3Object(bucket=SAMPLES_BUCKET, key=f"clips/{SAMPLE_CLIPS['valid_mp4'].filename}")
     video = KlingVideo(video_id="green-video", task_id="green-task")
     command = worker_command(NODE, concurrency=None, green=True)

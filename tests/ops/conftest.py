@@ -93,7 +93,10 @@ def ops_run(
 ) -> Iterator[OpsRun]:
     workdir = tmp_path_factory.mktemp("ops")
     settings = Settings(
-        _env_file=None, celery_broker_url=ops_broker_url, allow_http_video_urls=True
+        _env_file=None,
+        celery_broker_url=ops_broker_url,
+        allow_http_video_urls=True,
+        allow_private_video_hosts=True,
     )
     purge_queues(settings)
     metrics_port, flower_port = free_port(), free_port()
@@ -107,6 +110,7 @@ def ops_run(
         KLING_BACKOFF_MAX_SECONDS="0.05",
         S3_ENDPOINT_URL=s3_endpoint,
         ALLOW_HTTP_VIDEO_URLS="true",
+        ALLOW_PRIVATE_VIDEO_HOSTS="true",
         WORKER_CONCURRENCY="4",
         METRICS_PORT=str(metrics_port),
         LOG_FORMAT="json",

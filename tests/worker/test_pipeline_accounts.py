@@ -51,6 +51,7 @@ def pipeline(sim: RunningSimulator, tmp_path: Path, *, backoff_s: float = 0.01) 
         kling_timeout_seconds=5.0,
         kling_circuit_open_seconds=OPEN_S,
         allow_http_video_urls=True,
+        allow_private_video_hosts=True,
         worker_concurrency=16,
     )
     loaded = read_accounts_file(accounts, default_base_url=settings.kling_api_base_url)

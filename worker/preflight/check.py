@@ -6,26 +6,24 @@ for both) is read with a few HTTP Range GETs and probed; then:
 - a rule every reading breaks: :class:`~worker.errors.VideoRejected`, the message naming the
   rule and the measured value, and no call;
 - a host answering 403/404/410: :class:`~worker.errors.SourceNotFound`;
-- a timeout, a dropped connection, 429 or 5xx: :class:`~worker.errors.UpstreamDown`, retried
-  by the pipeline like any outage;
-- anything the probe cannot decide (over its byte or request budget, an MP4 FFmpeg cannot open,
-  a redirect, an odd status, a ``url`` host on a private network): the clip goes to the API.
+- a timeout (the probe's deadline, or its share of the process's byte budget not free in
+  time), a dropped connection, 429 or 5xx: :class:`~worker.errors.UpstreamDown`, retried by the
+  pipeline like any outage;
+- a ``url`` job's host on a non-public address (unless ``ALLOW_PRIVATE_VIDEO_HOSTS``):
+  :class:`~worker.errors.InvalidJob`, and nothing sent to that address;
+- anything the probe cannot decide (over its byte or request budget, an MP4 FFmpeg cannot open
+  that does have a ``moov``, a redirect, an odd status): the clip goes to the API.
 
 Signed URLs never appear in a message or a log line: S3 clips are named ``s3://bucket/key``,
-other URLs are shown with their signatures redacted.
+other URLs are shown with their signatures redacted. Nor does network detail (no exception
+names, no resolved addresses): a message says the host timed out or could not be reached.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import socket
 import time
 from dataclasses import dataclass, replace
-from urllib.parse import urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
 
 from contract.clip_rules import BrokenRule, ClipRules, rules_for
 from contract.jobs import KlingVideo, S3Object, VideoUrl
@@ -34,6 +32,10 @@ from contract.results import VideoFacts
 from contract.settings import Settings
 from worker.errors import SourceNotFound, UpstreamDown, VideoRejected
 from worker.ops import metrics
+from worker.preflight.addresses import non_public_host_error
+from worker.preflight.budget import PREFLIGHT_BUFFER_BYTES, ByteBudget
+from worker.preflight.connections import preflight_session
+from worker.preflight.deadline import Watchdog
 from worker.preflight.probe import Undecided, measure
 from worker.preflight.reader import ClipReader, ReadLimits
 from worker.upstream.answers import OpenedSession
@@ -59,7 +61,8 @@ class PreflightPass:
 
 
 class Preflight:
-    """Probes clips before any call; thread-safe, one per worker process (its HTTP pool too)."""
+    """Probes clips before any call; thread-safe, one per worker process (its HTTP pools, its
+    byte budget and its deadline watchdog too)."""
 
     def __init__(
         self,
@@ -68,24 +71,26 @@ class Preflight:
         pool_size: int,
         limits: ReadLimits | None = None,
         private_hosts: bool = False,
+        buffer_bytes: int = PREFLIGHT_BUFFER_BYTES,
     ) -> None:
         self.rules = rules
         self.limits = limits or ReadLimits()
-        #: Whether ``url`` clips on loopback or private addresses are read (local stacks only).
+        #: Whether ``url`` clips on non-public addresses are read (local stacks only).
         self._private_hosts = private_hosts
-        self._session = requests.Session()
-        # No proxy scan of the environment on every read (docs/calibration.md, trap 4).
-        self._session.trust_env = False
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
-        self._session.mount("https://", adapter)
-        self._session.mount("http://", adapter)
+        #: Callers' URLs go through connections that check the address; ours (S3) do not. Two
+        #: sessions, so that no connection made for one is ever reused for the other.
+        self._public_session = preflight_session(pool_size=pool_size, public_only=True)
+        self._session = preflight_session(pool_size=pool_size, public_only=False)
+        #: The bytes all this process's probes may buffer at once.
+        self.budget = ByteBudget(buffer_bytes, reserve=self.limits.max_bytes)
+        self._watchdog = Watchdog()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Preflight:
         return cls(
             rules=rules_for(settings.clip_rules, settings.kling_api_base_url),
             pool_size=settings.worker_concurrency,
-            private_hosts=settings.allow_http_video_urls,
+            private_hosts=settings.allow_private_video_hosts,
         )
 
     def run_once(
@@ -97,21 +102,22 @@ class Preflight:
         if run.done or not isinstance(video_url, str):
             return
         where = _where(source, video_url)
-        # A job's own URL is the caller's; a presigned URL points at our own S3.
+        # A job's own URL is the caller's; a presigned URL points at our own S3 (which may well
+        # be on a private network).
         callers = isinstance(source, VideoUrl) and not self._private_hosts
         run.video = self.check(video_url, where=where, public_only=callers)
         run.done = True
 
     def check(self, video_url: str, *, where: str, public_only: bool = False) -> VideoFacts | None:
         """The probed facts of a clip that passes, None when the API must decide; raises
-        VideoRejected, SourceNotFound or UpstreamDown. ``where`` names the clip in messages;
-        ``public_only`` leaves clips on loopback and private addresses to the API."""
-        if public_only and (private := _private_host(video_url)):
-            metrics.count_preflight("deferred", 0, 0, 0.0)
-            logger.info("Pre-flight left %s to the API: %s.", where, private)
-            return None
+        VideoRejected, SourceNotFound, UpstreamDown, or InvalidJob when ``public_only`` and the
+        host is not on a public address. ``where`` names the clip in messages."""
         started = time.perf_counter()
-        reader = ClipReader(self._session, video_url, self.limits)
+        session = self._public_session if public_only else self._session
+        deadline = self._watchdog.arm(self.limits.timeout_s)
+        reader = ClipReader(
+            session, video_url, self.limits, deadline=deadline, share=self.budget.share()
+        )
         try:
             outcome = measure(reader) if reader.failure is None else Undecided("unread")
         finally:
@@ -122,6 +128,9 @@ class Preflight:
             metrics.count_preflight(kind, reader.bytes_read, reader.requests, elapsed_s, rule=rule)
 
         failure = reader.failure
+        if failure is not None and failure.kind == "forbidden":
+            logger.info("Pre-flight refused %s: the host is not a public address.", where)
+            raise non_public_host_error(where)
         if failure is not None and failure.kind == "gone":
             count("source_not_found")
             raise SourceNotFound(
@@ -147,6 +156,7 @@ class Preflight:
         return outcome.video_facts() if not isinstance(outcome, BrokenRule) else None
 
     def close(self) -> None:
+        self._public_session.close()
         self._session.close()
 
 
@@ -155,20 +165,3 @@ def _where(source: KlingVideo | S3Object | VideoUrl, video_url: str) -> str:
     if isinstance(source, S3Object):
         return f"s3://{source.bucket}/{source.key}"
     return redact_url(video_url)
-
-
-def _private_host(video_url: str) -> str | None:
-    """Why the worker must not read ``video_url`` from inside the fleet's network, or None.
-
-    The worker does not fetch loopback, private or link-local addresses (cloud metadata,
-    internal services) for a caller's URL; a host that does not resolve is the API's to judge.
-    """
-    host = urlsplit(video_url).hostname or ""
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return f"{host} does not resolve"
-    for info in infos:
-        if not ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_global:
-            return f"{host} is on a non-public address"
-    return None

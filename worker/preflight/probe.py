@@ -31,6 +31,7 @@ from contract.clip_rules import (
     not_a_video,
 )
 from contract.results import VideoFacts
+from worker.preflight.boxes import lacks_moov
 from worker.preflight.reader import ClipReader
 
 #: FFmpeg's name of its MP4/MOV (ISO BMFF) demuxer, as a container's ``format.name`` lists it.
@@ -45,6 +46,11 @@ _OPEN_OPTIONS = {
     "skip_frame": "all",
     "threads": "1",
 }
+#: An MP4/MOV whose boxes hold no ``moov``: no reader (the API's included) can play it.
+NO_MOOV = BrokenRule(
+    "container",
+    "container rule: the MP4 has no moov box: the file is truncated or not a complete MP4",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,12 +119,20 @@ def measure(reader: ClipReader) -> Measurement | BrokenRule | Undecided:
             if reader.failure is not None:
                 return Undecided(reader.failure.reason)
             return _measured(container, head)
-    except av.error.FFmpegError as exc:
+    except av.error.FFmpegError:
         if reader.failure is not None:
             return Undecided(reader.failure.reason)
         if looks_like_iso_bmff(head):  # an MP4/MOV FFmpeg cannot read: cut short, or odd
-            return Undecided(f"an MP4/MOV FFmpeg cannot open ({type(exc).__name__})")
+            return _unopenable(reader)
         return not_a_video("not a video")
+
+
+def _unopenable(reader: ClipReader) -> BrokenRule | Undecided:
+    """An MP4/MOV FFmpeg cannot open: rejected only when it certainly has no ``moov`` (an
+    upload cut short before it); a damaged one, or one the reader cannot walk, is the API's."""
+    if lacks_moov(reader):
+        return NO_MOOV
+    return Undecided(reader.failure.reason if reader.failure else "an MP4/MOV FFmpeg cannot open")
 
 
 def _measured(container: av.container.InputContainer, head: bytes) -> Measurement | BrokenRule:

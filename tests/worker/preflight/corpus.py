@@ -8,6 +8,7 @@ one encode. Timestamps are set per packet, which makes variable frame rates exac
 from __future__ import annotations
 
 import random
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,6 +18,7 @@ from typing import Literal
 import av
 
 from contract.clip_rules import RuleName
+from simulator.samples import sample_clip_path
 
 #: What the pre-flight must do with a clip: stop it, pass it to the API with its facts, or
 #: leave it to the API because it cannot tell.
@@ -124,6 +126,68 @@ def _truncated(shape: Shape, keep: float) -> Callable[[Path], None]:
     return make
 
 
+def top_level_boxes(data: bytes) -> dict[bytes, tuple[int, int]]:
+    """Each top-level box's (offset, size) by type, of a complete file with 32-bit sizes."""
+    boxes: dict[bytes, tuple[int, int]] = {}
+    offset = 0
+    while offset + 8 <= len(data):
+        size, kind = struct.unpack_from(">I4s", data, offset)
+        boxes[kind] = (offset, size)
+        offset += size
+    return boxes
+
+
+def _sample(name: str, edit: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    """A variant of the simulator's sample clip ``name`` (a moov-at-end MP4 or MOV)."""
+
+    def make(path: Path) -> None:
+        path.write_bytes(edit(sample_clip_path(name).read_bytes()))
+
+    return make
+
+
+def _cut(keep: float) -> Callable[[bytes], bytes]:
+    """An upload cut short: only the first ``keep`` of the bytes arrived."""
+    return lambda data: data[: int(len(data) * keep)]
+
+
+def _without_moov(data: bytes) -> bytes:
+    """Every box but the moov: the boxes end where the file does."""
+    offset, _ = top_level_boxes(data)[b"moov"]
+    return data[:offset]
+
+
+def _with_largesize_mdat(data: bytes) -> bytes:
+    """The mdat's header rewritten with a 64-bit ``largesize`` (as for clips over 4 GB)."""
+    offset, size = top_level_boxes(data)[b"mdat"]
+    header = struct.pack(">I4sQ", 1, b"mdat", size + 8)
+    return data[:offset] + header + data[offset + 8 :]
+
+
+def _padded_after_ftyp(padding: int) -> Callable[[bytes], bytes]:
+    """A ``free`` box of ``padding`` bytes after the ftyp: later headers lie beyond the first
+    read."""
+
+    def edit(data: bytes) -> bytes:
+        _, ftyp_size = top_level_boxes(data)[b"ftyp"]
+        free = struct.pack(">I4s", padding, b"free") + bytes(padding - 8)
+        return data[:ftyp_size] + free + data[ftyp_size:]
+
+    return edit
+
+
+def _damaged_box(data: bytes) -> bytes:
+    """The ``free`` box's size set to 3, under its own header's 8: no walk can go past it."""
+    offset, _ = top_level_boxes(data)[b"free"]
+    return data[:offset] + struct.pack(">I", 3) + data[offset + 4 :]
+
+
+def _moov_cut_short(data: bytes) -> bytes:
+    """Cut in the middle of the moov: there is one, but not whole."""
+    offset, size = top_level_boxes(data)[b"moov"]
+    return data[: offset + size // 2]
+
+
 def _bytes(data: bytes) -> Callable[[Path], None]:
     def make(path: Path) -> None:
         path.write_bytes(data)
@@ -187,14 +251,36 @@ CORPUS: dict[str, CorpusClip] = {
             facts=(5000, 1280, 720, 24.0),
         ),
         # A truncated upload with its moov up front is described whole by it; with the moov at
-        # the end it has none, and the probe leaves it to the API.
+        # the end it has none, which its box headers show: no call.
         CorpusClip(
             "truncated_faststart.mp4",
             _truncated(Shape(container_options=FASTSTART), 0.5),
             "passed",
             facts=(5000, 1280, 720, 30.0),
         ),
-        CorpusClip("truncated_moov_lost.mp4", _truncated(Shape(), 0.5), "deferred"),
+        CorpusClip("truncated_moov_lost.mp4", _truncated(Shape(), 0.5), "rejected", "container"),
+        # The sample clips (moov at the end) cut short, or without their moov, in each shape the
+        # box walk must read: an mdat that runs past the end, boxes that end at the end, a
+        # 64-bit mdat size, an mdat header beyond the first read.
+        CorpusClip("sample_cut_30.mp4", _sample("valid_mp4", _cut(0.3)), "rejected", "container"),
+        CorpusClip(
+            "sample_no_moov.mov", _sample("valid_mov", _without_moov), "rejected", "container"
+        ),
+        CorpusClip(
+            "sample_largesize_cut.mp4",
+            _sample("valid_mp4", lambda data: _cut(0.3)(_with_largesize_mdat(data))),
+            "rejected",
+            "container",
+        ),
+        CorpusClip(
+            "sample_padded_cut.mp4",
+            _sample("valid_mp4", lambda data: _cut(0.95)(_padded_after_ftyp(1_000_000)(data))),
+            "rejected",
+            "container",
+        ),
+        # An MP4 FFmpeg cannot open that may still have a moov: the API decides.
+        CorpusClip("sample_moov_cut_short.mp4", _sample("valid_mp4", _moov_cut_short), "deferred"),
+        CorpusClip("sample_damaged_box.mp4", _sample("valid_mp4", _damaged_box), "deferred"),
     )
 }
 

@@ -29,7 +29,11 @@ MAX_ATTEMPTS = 3
 
 
 def make_pipeline(
-    sim: RunningSimulator, s3_endpoint: str, *, preflight_clips: bool = True
+    sim: RunningSimulator,
+    s3_endpoint: str,
+    *,
+    preflight_clips: bool = True,
+    private_hosts: bool = True,
 ) -> Pipeline:
     settings = Settings(
         _env_file=None,
@@ -38,6 +42,7 @@ def make_pipeline(
         kling_timeout_seconds=10.0,
         s3_endpoint_url=s3_endpoint,
         allow_http_video_urls=True,
+        allow_private_video_hosts=private_hosts,
         preflight_clips=preflight_clips,
         worker_concurrency=4,
     )
@@ -120,9 +125,9 @@ def test_a_clip_the_probe_cannot_read_goes_to_the_api_which_decides(
     corpus_bucket: str,
     kind: str,
 ) -> None:
-    result = run(pipeline, sources("truncated_moov_lost.mp4", corpus_host, corpus_bucket)[kind])
+    result = run(pipeline, sources("sample_moov_cut_short.mp4", corpus_host, corpus_bucket)[kind])
 
-    # The cut-off upload has no moov: the simulator, like Kling, refuses it after its own read.
+    # Its moov is there, but cut short: the simulator, like Kling, refuses it after its own read.
     assert result.error is not None
     assert result.error.type == "video_rejected"
     assert "data.status=1" in result.error.message
@@ -195,3 +200,19 @@ def test_a_job_retried_after_a_pass_is_not_probed_again(
     # The worker's first read asks for 64 KiB (the simulator's for 256 KiB): once, not thrice.
     ranges = [r for path, r, _, _ in corpus_host.served if path.endswith("?job=retried")]
     assert ranges.count("bytes=0-65535") == 1
+
+
+def test_a_url_on_a_private_host_fails_invalid_job_with_nothing_sent_and_no_call(
+    sim: RunningSimulator, s3_endpoint: str, corpus_host: ClipHost
+) -> None:
+    pipeline = make_pipeline(sim, s3_endpoint, private_hosts=False)
+    url = corpus_host.file_url("faststart.mp4") + "?job=private"
+
+    result = run(pipeline, VideoUrl(video_url=url))
+
+    assert result.error is not None
+    assert result.error.type == "invalid_job"
+    assert "the host is not a public address" in result.error.message
+    assert result.attempts == 1
+    assert corpus_host.requests_for("faststart.mp4?job=private") == 0
+    assert sim.stats()["calls"] == 0

@@ -11,6 +11,10 @@
   the estimate only decides where a call queues.
 - Each account has its own breaker; a paused account is passed over, and probed by one call
   once its pause is over (:mod:`worker.coordination.breaker`).
+- The breaker is asked again once a call holds its fleet-wide slot, uncached: a call that
+  waited while its account was paused is not made, and its job moves to another account when
+  it may (else it fails with the pause's error, as one that found the account paused at once).
+  A tripping call opens the breaker before it gives its slot back.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, Protocol
 
 from contract.jobs import Job, KlingVideo
 from worker.coordination.breaker import TRIPPING_ERRORS, BreakerState, BreakerView
-from worker.coordination.limits import CallLimiter, Capacity
+from worker.coordination.limits import CallLimiter, CallNotMade, Capacity
 from worker.errors import InvalidJob, JobFailure, VideoRejected
 from worker.ops import metrics
 from worker.upstream.answers import OpenedSession
@@ -125,18 +129,23 @@ class AccountPool:
 
     def reserve(self, job: Job) -> Reservation:
         """The account for ``job``'s next call; raises the paused error when there is none."""
+        lane, probe = self._choose(job)
+        return Reservation(self, lane, job, probe=probe)
+
+    def _choose(self, job: Job) -> tuple[AccountLane, bool]:
+        """An account held for ``job`` and whether its call is the probe (see :meth:`reserve`)."""
         pinned = self.pinned(job)
         if pinned is not None:
             view = pinned.breaker.view()
             if view.error is None:
-                return self._hold(pinned, probe=False)
+                return self._hold(pinned), False
             if view.probe_due and pinned.breaker.take_probe():
-                return self._hold(pinned, probe=True)
+                return self._hold(pinned), True
             raise view.error
         views = [(lane, lane.breaker.view()) for lane in self.lanes]
         for lane, view in views:
             if view.error is not None and view.probe_due and lane.breaker.take_probe():
-                return self._hold(lane, probe=True)
+                return self._hold(lane), True
         closed = [lane for lane, view in views if view.error is None]
         if not closed:
             raise _every_account_paused([view for _, view in views])
@@ -145,12 +154,12 @@ class AccountPool:
             # max() keeps the first of equals: ties go to the account listed first.
             lane = max(closed, key=lambda candidate: candidate.free_slots(now))
             lane.local += 1
-        return Reservation(self, lane, probe=False)
+        return lane, False
 
-    def _hold(self, lane: AccountLane, *, probe: bool) -> Reservation:
+    def _hold(self, lane: AccountLane) -> AccountLane:
         with self._lock:
             lane.local += 1
-        return Reservation(self, lane, probe=probe)
+        return lane
 
     def _saw(self, lane: AccountLane) -> None:
         capacity = lane.limiter.capacity()
@@ -175,9 +184,10 @@ class Reservation:
     probe that got no verdict to the next caller).
     """
 
-    def __init__(self, pool: AccountPool, lane: AccountLane, *, probe: bool) -> None:
+    def __init__(self, pool: AccountPool, lane: AccountLane, job: Job, *, probe: bool) -> None:
         self._pool = pool
         self.lane = lane
+        self._job = job
         #: This call is the one that tests a paused account.
         self.probe = probe
         #: How long the HTTP call took (limiter wait not counted); ``None``: no call made.
@@ -201,23 +211,51 @@ class Reservation:
             self.lane.breaker.probe_abandoned()
         self._pool._release(self.lane)
 
-    def init_selection(self, body: dict[str, Any]) -> OpenedSession:
+    def init_selection(
+        self, body: dict[str, Any], *, before_call: Callable[[], None] = lambda: None
+    ) -> OpenedSession:
         """One call on this account under its fleet-wide limiter; the account's back-off,
-        breaker and metrics learn from the answer."""
+        breaker and metrics learn from the answer. When the account was paused while the call
+        waited for its slot, no call is made there: the job moves to another account it may
+        use, or fails with the pause's error. ``before_call`` runs last before the call is
+        made (its slot held), and may raise to stop the job unmade."""
+        # A turn that makes no call leaves its account seen paused for the next choice; the
+        # bound only guards against breakers that keep flipping meanwhile.
+        turns_left = len(self._pool.lanes) + 1
+        while True:
+            try:
+                return self._call(body, before_call)
+            except _PausedMeanwhile as paused:
+                turns_left -= 1
+                if turns_left == 0:
+                    raise paused.error from None
+                self._move_on(paused.error)
+
+    def _call(self, body: dict[str, Any], before_call: Callable[[], None]) -> OpenedSession:
         lane = self.lane
         try:
             with lane.limiter.slot():
                 self._pool._saw(lane)
+                self._admit()
+                try:
+                    before_call()
+                except Exception as exc:
+                    raise _StoppedBeforeCall(exc) from exc
                 started = time.perf_counter()
                 try:
                     with metrics.account_call(lane.name):
                         opened = lane.client.init_selection(body)
+                except TRIPPING_ERRORS as exc:
+                    # Before the slot goes back: whoever takes it next sees the pause.
+                    lane.breaker.trip(exc)
+                    self._probe_settled = True
+                    raise
                 finally:
                     self.call_s = time.perf_counter() - started
-        except TRIPPING_ERRORS as exc:
-            lane.breaker.trip(exc)
-            self._probe_settled = True
-            raise
+        except _StoppedBeforeCall as stopped:
+            raise stopped.cause from None  # the slot went back unused
+        except TRIPPING_ERRORS:
+            raise  # the breaker has heard of it already
         except JobFailure as exc:
             # An answer about the job, not the account: the account works.
             if isinstance(exc, VideoRejected) and exc.billing is not None:
@@ -229,10 +267,44 @@ class Reservation:
         self._passed()
         return opened
 
+    def _admit(self) -> None:
+        """With the slot held: go only if the account is still closed (or this is its probe
+        and no call paused it again), read uncached."""
+        view = self.lane.breaker.view_now()
+        if view.error is not None and not (self.probe and view.probe_due):
+            raise _PausedMeanwhile(view.error)
+
+    def _move_on(self, error: JobFailure) -> None:
+        """This account was paused while the call waited: hold another account, or raise."""
+        if self.probe:
+            self.lane.breaker.probe_abandoned()
+            self._probe_settled = True
+        if self._pool.pinned(self._job) is not None:
+            raise error from None
+        lane, probe = self._pool._choose(self._job)
+        self._pool._release(self.lane)
+        self.lane, self.probe, self._probe_settled = lane, probe, False
+
     def _passed(self) -> None:
         if self.probe:
             self.lane.breaker.probe_passed()
             self._probe_settled = True
+
+
+class _StoppedBeforeCall(CallNotMade):
+    """The job stopped itself with its slot held (its lease in doubt): no call is made."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class _PausedMeanwhile(CallNotMade):
+    """The account was paused while this call waited for its slot: no call is made."""
+
+    def __init__(self, error: JobFailure) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def _usable(view: BreakerView) -> bool:

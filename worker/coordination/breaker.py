@@ -14,6 +14,12 @@ another account failure opens it again for ``open_s``; a call that said nothing 
 timeout, a 5xx, no call at all) hands the probe to the next caller
 (:meth:`~BreakerState.probe_abandoned`). A blocked account is called about once per
 ``open_s``, not hammered.
+
+The pause holds within one round of calls: :meth:`~BreakerState.view` (which may trust a
+closed state read a moment ago) only chooses the account; a call that has waited for its
+fleet-wide slot asks again with :meth:`~BreakerState.view_now`, uncached, before it goes out, and
+a tripping call opens the breaker before it gives its slot back. So whoever takes that slot sees
+the pause, and after an account's first failure only the calls already in flight reach it.
 """
 
 from __future__ import annotations
@@ -59,7 +65,11 @@ CLOSED = BreakerView()
 
 class BreakerState(Protocol):
     def view(self) -> BreakerView:
-        """Whether calls may go: closed, paused (with the error), or paused with a probe due."""
+        """Whether calls may go: closed, paused (with the error), or paused with a probe due;
+        a closed state may be a moment old (for choosing an account)."""
+
+    def view_now(self) -> BreakerView:
+        """The same, never from a cache: the last check before a call goes out."""
 
     def take_probe(self) -> bool:
         """Become the one probe call of a paused account whose pause is over."""
@@ -149,6 +159,9 @@ class RedisBreaker:
         with self._lock:
             if time.monotonic() < self._cached_until:
                 return CLOSED
+        return self.view_now()
+
+    def view_now(self) -> BreakerView:
         try:
             paused, due = self._redis.mget(self._key, self._due_key)
         except redis.RedisError as exc:
@@ -161,11 +174,11 @@ class RedisBreaker:
             seen = BreakerView(self._error(due), probe_due=True)
         else:
             seen = CLOSED
-        if seen is CLOSED:
-            # Only "closed" is trusted for a while: a pause (or its end, when an operator clears
-            # it) shows at once, at one read per call while the account is paused.
-            with self._lock:
-                self._cached_until = time.monotonic() + self._recheck_s
+        # Only "closed" is trusted for a while: a pause (or its end, when an operator clears
+        # it) shows at once, at one read per call while the account is paused; a pause seen
+        # here shows at once to this process's other threads too.
+        with self._lock:
+            self._cached_until = time.monotonic() + self._recheck_s if seen is CLOSED else 0.0
         return seen
 
     def _error(self, raw: bytes | str) -> JobFailure:
@@ -240,6 +253,10 @@ class LocalBreaker:
             return CLOSED
         paused = breaker_error(error.error_type, error.message, error.api_code, self._account)
         return BreakerView(paused, probe_due=time.monotonic() >= until)
+
+    def view_now(self) -> BreakerView:
+        """:meth:`view` is never cached here."""
+        return self.view()
 
     def take_probe(self) -> bool:
         with self._lock:

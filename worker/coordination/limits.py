@@ -94,6 +94,11 @@ class CallLimiter(Protocol):
         """Give back what the limiter holds (a Redis client it made)."""
 
 
+class CallNotMade(Exception):
+    """Raised inside a slot whose call is not made after all (its account was paused while it
+    waited): the slot goes back at once, and is no answer to the back-off."""
+
+
 class Answer(Enum):
     """How a call ended, as the back-off sees it."""
 
@@ -103,9 +108,13 @@ class Answer(Enum):
     BUSY = "busy"
     #: Another retryable failure (5xx, a timeout): an answer, but no sign of room.
     FAILED = "failed"
+    #: No call was made (:class:`CallNotMade`): the slot goes back, nothing is learned.
+    UNUSED = "unused"
 
     @classmethod
     def of(cls, exc: BaseException | None) -> Answer:
+        if isinstance(exc, CallNotMade):
+            return cls.UNUSED
         if isinstance(exc, UpstreamBusy):
             return cls.BUSY
         if exc is None or not isinstance(exc, RetryableError):
@@ -315,6 +324,10 @@ class LocalLimiter:
         with self._cond:
             now = self._clock()
             held = self._in_flight
+            if answer is Answer.UNUSED:
+                self._in_flight -= 1
+                self._cond.notify()
+                return
             if answer is Answer.BUSY:
                 self.stats.busy_answers += 1
                 heapq.heappush(self._refused_until, now + BUSY_HOLD_S)

@@ -79,10 +79,11 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(lease_us / 1000) + 1000)
 return {1, 0, held + 1, limit, now}
 """
 
-# KEYS: slots, target, busy window. ARGV: holder, answer (ok/busy/failed), cap, memory_ms,
+# KEYS: slots, target, busy window. ARGV: holder, answer (ok/busy/failed/unused), cap, memory_ms,
 # call_started_us, tolerance, min_window_answers, deepest_cut, busy_hold_us. Gives the lease
-# back (a refused call's only after busy_hold_us, unrenewed); a success grows a lowered target by
-# 1/target; then the answer goes into the busy window as limits.BusyWindow.answered counts it.
+# back (a refused call's only after busy_hold_us, unrenewed; an unmade call's and nothing more);
+# a success grows a lowered target by 1/target; then the answer goes into the busy window as
+# limits.BusyWindow.answered counts it.
 # Returns the lowered target and the window's busy share, both in thousandths, or {-1, -1}.
 _RELEASE = """
 local t = redis.call('TIME')
@@ -96,6 +97,9 @@ if ARGV[2] == 'busy' then
   redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[9]), ARGV[1])
 else
   redis.call('ZREM', KEYS[1], ARGV[1])
+end
+if ARGV[2] == 'unused' then
+  return {-1, -1}
 end
 local stored = tonumber(redis.call('GET', KEYS[2]))
 local target = stored or cap

@@ -207,6 +207,24 @@ def test_a_trip_in_one_process_reaches_another_within_the_recheck_time(redis_url
         client.close()
 
 
+@pytest.mark.redis
+def test_the_check_before_a_call_sees_a_trip_elsewhere_at_once(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    key = keys.account_breaker(f"now-{uuid.uuid4().hex}")
+    here = RedisBreaker(client, open_s=5.0, key=key, account="main", recheck_s=30.0)
+    there = RedisBreaker(client, open_s=5.0, key=key, account="main", recheck_s=30.0)
+    try:
+        assert there.view() == CLOSED  # trusted for 30 s from now on
+        here.trip(blocked())
+
+        # The last check before a call reads the store, and what it saw shows to view() too.
+        assert isinstance(there.view_now().error, AccountBlocked)
+        assert isinstance(there.view().error, AccountBlocked)
+    finally:
+        client.delete(key, f"{key}:probe_due", f"{key}:probe")
+        client.close()
+
+
 def test_an_unreachable_store_leaves_calls_flowing() -> None:
     client = redis.Redis(port=free_port(), socket_connect_timeout=0.5)
     breaker = RedisBreaker(client, open_s=5.0, account="main")

@@ -24,6 +24,7 @@ from pydantic import (
     field_validator,
 )
 
+from contract.bounded_json import MAX_DEPTH, depth_exceeds
 from contract.errors import InvalidJobError
 
 #: Largest ``metadata`` object, serialized as compact JSON.
@@ -57,7 +58,8 @@ class S3Object(_Frozen):
     """An S3 object the worker presigns into a GET ``video_url``."""
 
     kind: Literal["s3"] = "s3"
-    bucket: Annotated[str, Field(min_length=3, max_length=63)]
+    #: The characters S3 (and botocore, before any request) accept in a bucket name.
+    bucket: Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{3,63}$")]
     key: NonEmpty
     version_id: NonEmpty | None = None
 
@@ -183,9 +185,13 @@ def complete_job(data: Mapping[str, Any], *, allow_http: bool = False) -> Job:
 
 def parse_job(data: object, *, allow_http: bool = False) -> Job:
     """Validate a decoded JSON job; :class:`InvalidJobError` says what is wrong."""
+    if depth_exceeds(data, MAX_DEPTH):
+        # Refused before anything recurses into it (json and pydantic would give up deeper).
+        raise InvalidJobError(f"job nests deeper than {MAX_DEPTH} levels")
     try:
         # JSON mode: timestamps arrive as strings, everything else keeps strict JSON types.
-        return Job.model_validate_json(json.dumps(data), context={"allow_http": allow_http})
+        text = json.dumps(data, allow_nan=False)
+        return Job.model_validate_json(text, context={"allow_http": allow_http})
     except (TypeError, ValueError) as exc:
         raise InvalidJobError(_describe(exc)) from None
 

@@ -35,10 +35,10 @@ def lease(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:lease"
 
 
-def waiters(job_id: str) -> str:
-    """``waiting`` while a copy of ``job_id`` waits for another worker's lease, then
-    ``answered`` once that worker has published the job's result (short expiry)."""
-    return f"{PREFIX}:job:{job_id}:waiters"
+def answered(job_id: str) -> str:
+    """Set once the recorded result of ``job_id`` is published: ``lasting`` (a resubmission
+    gets it again) or ``passing`` (a resubmission runs afresh); kept as long as the outcome."""
+    return f"{PREFIX}:job:{job_id}:answered"
 
 
 def job_pattern(kind: str) -> str:

@@ -28,15 +28,21 @@ REDACTED = "REDACTED"
 
 
 def redact_url(url: str) -> str:
-    """``url`` with the value of every secret-bearing query parameter replaced."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    query = [
-        (name, REDACTED if name.lower() in SECRET_QUERY_PARAMS else value)
-        for name, value in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(query=urlencode(query, safe="/:")))
+    """``url`` without its ``user:password@`` and with the value of every secret-bearing query
+    parameter replaced."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return REDACTED  # unparseable: nothing of it can be shown safely
+    if "@" in parts.netloc:
+        parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    if parts.query:
+        query = [
+            (name, REDACTED if name.lower() in SECRET_QUERY_PARAMS else value)
+            for name, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        parts = parts._replace(query=urlencode(query, safe="/:"))
+    return urlunsplit(parts)
 
 
 def redact_source(source: KlingVideo | S3Object | VideoUrl) -> KlingVideo | S3Object | VideoUrl:

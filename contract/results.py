@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from contract.jobs import Source
 
@@ -20,7 +20,12 @@ ErrorType = Literal[
     "account_blocked",
     "upstream_unavailable",
     "bad_gateway_answer",
+    "cancelled",
+    "internal_error",
 ]
+
+
+_ERROR_TYPES = frozenset(get_args(ErrorType))
 
 
 class _Frozen(BaseModel):
@@ -35,6 +40,13 @@ class ResultError(_Frozen):
     retryable: bool
     api_code: int | None = None
     http_status: int | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: object) -> object:
+        # The contract lets error types grow: one this consumer does not know reads as
+        # internal_error, so an older consumer keeps reading a newer fleet's results.
+        return value if value in _ERROR_TYPES or not isinstance(value, str) else "internal_error"
 
 
 class VideoFacts(_Frozen):

@@ -14,6 +14,7 @@ from typing import IO, Any, NoReturn
 
 import click
 
+from contract import bounded_json
 from contract.errors import InvalidJobError
 from contract.jobs import Job, KlingVideo, S3Object, VideoUrl
 from contract.names import JOB_QUEUE, RESULT_QUEUE
@@ -206,8 +207,8 @@ def _metadata(text: str | None) -> dict[str, Any] | None:
     if text is None:
         return None
     try:
-        value = json.loads(text)
-    except ValueError as exc:
+        value = bounded_json.loads(text)
+    except bounded_json.UnreadableJson as exc:
         raise InvalidJobError(f"--metadata is not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise InvalidJobError("--metadata must be a JSON object")
@@ -223,9 +224,9 @@ def _submit_file(settings: Settings, lines: IO[str]) -> None:
             if not line.strip():
                 continue
             try:
-                jobs.append(producer.prepare(json.loads(line), number))
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {number}: not JSON ({exc.msg} at column {exc.colno})")
+                jobs.append(producer.prepare(bounded_json.loads(line), number))
+            except bounded_json.UnreadableJson as exc:
+                problems.append(f"line {number}: {exc}")
             except InvalidJobError as exc:
                 problems.append(f"line {number}: {str(exc).removeprefix(f'job {number}: ')}")
         if problems:

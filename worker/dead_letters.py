@@ -9,15 +9,18 @@ only then is the message acked. The body is never deserialized beyond JSON (Cele
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from celery.worker.consumer import Consumer
 
+from contract import bounded_json
+
 logger = logging.getLogger(__name__)
 
+#: Largest task message read: a job is at most a few tens of kilobytes (16 KiB of metadata).
+MAX_TASK_MESSAGE_BYTES = 1024 * 1024
 #: What Celery raises for a task body of the wrong shape; connection errors are not among them.
 MALFORMED_MESSAGE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError)
 
@@ -37,9 +40,17 @@ class DeadLetteringConsumer(Consumer):  # type: ignore[misc]
                 return self._dead_letter(message, problem)
             try:
                 return handle(message)
+            except self.connection_errors + self.channel_errors:
+                raise  # the consumer reconnects; the message comes back
             except MALFORMED_MESSAGE_ERRORS as exc:
                 return self._dead_letter(
                     message, f"malformed task message: {type(exc).__name__}: {exc}"
+                )
+            except Exception as exc:
+                # Anything else Celery raised for this message would stop the consumer, and the
+                # message, still unacked, would stop the next worker too: set it aside.
+                return self._dead_letter(
+                    message, f"task message cannot be read: {type(exc).__name__}"
                 )
 
         return on_task_received
@@ -91,9 +102,11 @@ def task_shape_problem(message: Any) -> str | None:
     if not isinstance(task_id, str) or not task_id:
         return "malformed task message: no task id"
     try:
-        body = json.loads(message.body)
-    except ValueError as exc:  # UnicodeDecodeError included
-        return f"cannot decode the message: {type(exc).__name__}: {exc}"
+        body = bounded_json.loads(
+            message.body, max_depth=bounded_json.MAX_MESSAGE_DEPTH, max_bytes=MAX_TASK_MESSAGE_BYTES
+        )
+    except bounded_json.UnreadableJson as exc:
+        return f"cannot decode the message: {exc}"
     shaped = (
         isinstance(body, list)
         and len(body) == 3

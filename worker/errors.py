@@ -12,7 +12,9 @@
     │   │   └── TokenNotAccepted    auth_failed, but worth one retry after re-signing the JWT
     │   ├── AccountBlocked          account_blocked
     │   ├── BadGatewayAnswer        bad_gateway_answer
-    │   └── UpstreamUnavailable     upstream_unavailable: a retryable failure past the budget
+    │   ├── UpstreamUnavailable     upstream_unavailable: a retryable failure past the budget
+    │   ├── Cancelled               cancelled: revoked, or expired before a worker took it
+    │   └── InternalError           internal_error: whatever else went wrong inside the worker
     ├── JobEndedFailed              a `failed` result is published: the task run ends FAILURE
     ├── WorkerStopping              the worker is shutting down: hand the job back, unfinished
     ├── StoreUnavailable            the fleet's shared store (Redis) did not answer
@@ -121,6 +123,27 @@ class UpstreamUnavailable(JobFailure):
     error_type = "upstream_unavailable"
     # The job failed for good, but the caller may well submit it again later.
     retryable = True
+
+
+class Cancelled(JobFailure):
+    """Raised for a job revoked (Flower, ``celery control revoke``) or expired before it ran."""
+
+    error_type = "cancelled"
+
+
+class InternalError(JobFailure):
+    """A fault inside the worker (a bug, a library error, a value out of range): the job ends
+    with it rather than with no result. Its message names the kind of fault, nothing more."""
+
+    error_type = "internal_error"
+    retryable = True
+
+    @classmethod
+    def of(cls, exc: BaseException) -> InternalError:
+        # The exception's text may quote a URL or a body: only its kind is shown.
+        return cls(
+            f"the worker failed on this job ({type(exc).__name__}); it may be submitted again"
+        )
 
 
 class JobEndedFailed(KlingWorkerError):

@@ -1,18 +1,18 @@
 """One job message from receipt to published result, as plain functions (no Celery here).
 
-The protocol that keeps a ``job_id`` to one session while its outcome is remembered:
+Every message that names a job ends here in exactly one of:
 
-1. parse the job; a message that breaks the contract gets its ``invalid_job`` result at once;
-2. claim the job: a recorded outcome is published again with no call, else the lease is taken
-   (renewed while the job runs); a lease another worker holds is not waited for;
-3. run the pipeline, record the outcome (if it is worth remembering), *then* publish it;
-4. give the lease back, saying the result is out, so copies that waited for it need none.
+- its result, published once (:class:`Handled`): a success, a typed failure, ``invalid_job``
+  for a message that breaks the contract, ``cancelled`` for a revoked or expired job, or
+  ``internal_error`` for whatever else went wrong (:meth:`JobHandler.last_resort`);
+- no result of its own, because the job's result is out or on its way from another worker
+  (:class:`~worker.coordination.outcomes.AnsweredByHolder`, ``TakenOver``);
+- an exception that hands the message back unacknowledged, or sends it back to wait:
+  :class:`~worker.errors.WorkerStopping`, :class:`~worker.errors.StoreUnavailable` (its
+  ``FinishFailed`` too), :class:`PublishFailed`, :class:`~worker.coordination.outcomes.LeaseHeld`.
 
-Each ending is a :class:`Handled` for the task to report, or an exception for the task:
-handing the message back (:class:`~worker.errors.WorkerStopping`,
-:class:`~worker.errors.StoreUnavailable`: no call was made, :class:`PublishFailed`), sending it
-back to wait (:class:`~worker.coordination.outcomes.LeaseHeld`), or acknowledging it with no
-result of its own (:class:`~worker.coordination.outcomes.AnsweredByHolder`).
+The steps that keep a ``job_id`` to one session and one result are those of
+:mod:`worker.coordination.outcomes`: claim, run, record, publish, finish.
 """
 
 from __future__ import annotations
@@ -20,14 +20,16 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from contract.errors import InvalidJobError
-from contract.jobs import JOB_ID_PATTERN, parse_job
+from contract.jobs import JOB_ID_PATTERN, Job, parse_job
+from contract.redaction import redact_source
 from contract.results import Result
-from worker.coordination.outcomes import JobLease, OutcomeStore, worth_remembering
-from worker.errors import KlingWorkerError, StoreUnavailable
+from worker.coordination.outcomes import JobLease, OutcomeStore
+from worker.errors import Cancelled, InternalError, KlingWorkerError
 from worker.ops.outcome_log import log_outcome
-from worker.pipeline import Pipeline, invalid_job_result, utcnow
+from worker.pipeline import Pipeline, failed, invalid_job_result, utcnow
 from worker.publisher import ResultPublisher
 
 logger = logging.getLogger(__name__)
@@ -67,11 +69,20 @@ class JobHandler:
     allow_http: bool
 
     def handle(
-        self, raw: object, *, task_id: str | None, well_formed: bool = True, waited: bool = False
+        self,
+        raw: object,
+        *,
+        task_id: str | None,
+        well_formed: bool = True,
+        copy: bool = False,
+        cancelled: str | None = None,
     ) -> Handled:
-        """Handle the ``job`` argument of one task message (``well_formed``: it came as the
-        only keyword argument, as the contract says; ``waited``: it is a copy sent back to wait
-        while another worker held the job's lease)."""
+        """Handle the ``job`` argument of one task message.
+
+        ``well_formed``: it came as the only keyword argument, as the contract says; ``copy``:
+        the message may be a copy of one already answered (redelivered, or sent back to wait
+        for a lease); ``cancelled``: why the job must end ``cancelled`` instead of running.
+        """
         received_at = utcnow()
         try:
             if not well_formed:
@@ -79,42 +90,64 @@ class JobHandler:
             job = parse_job(raw, allow_http=self.allow_http)
         except InvalidJobError as exc:
             job_id = recover_job_id(raw, task_id)
-            return self.finish(
+            return self.publish(
                 Handled(invalid_job_result(job_id, raw, str(exc), received_at=received_at))
             )
-        with self.lease.held(job.job_id, waited=waited) as hold:
+        with self.lease.held(job.job_id, copy=copy) as hold:
             if hold.recorded is not None:
                 logger.info("Job %s has a recorded outcome; publishing it again.", job.job_id)
-                return self.finish(Handled(hold.recorded, republished=True))
-            ran = self.pipeline.run(job, received_at=received_at)
-            self.remember(ran.result)
-            # Published while the lease is held: a copy that waits for it sees either the lease
-            # or, once given back, the mark that the result is out (or the recorded outcome).
-            handled = self.finish(Handled(ran.result, upstream_s=ran.upstream_s))
-            hold.answered = True
+                handled = self.publish(Handled(hold.recorded, republished=True))
+                if hold.leased:  # it was never published: now it is
+                    hold.finish(hold.recorded)
+                return handled
+            if cancelled is not None:
+                result = cancelled_result(job, cancelled, received_at=received_at)
+                hold.record(result)
+                handled = self.publish(Handled(result))
+            else:
+                ran = self.pipeline.run(
+                    job, received_at=received_at, before_call=hold.ensure_standing
+                )
+                hold.record(ran.result)
+                handled = self.publish(Handled(ran.result, upstream_s=ran.upstream_s))
+            hold.finish(handled.result)
             return handled
 
-    def remember(self, result: Result) -> None:
-        """Record the outcome before it is published, so a redelivered job opens no second
-        session. A store outage here must not cost the outcome: it is published all the same,
-        and only a resubmission of this ``job_id`` could then call the API again."""
-        if not worth_remembering(result):
-            return
-        try:
-            self.outcomes.record(result)
-        except StoreUnavailable as exc:
-            logger.error(
-                "Job %s: outcome not recorded (%s); publishing it anyway.", result.job_id, exc
-            )
+    def last_resort(self, raw: object, *, task_id: str | None, fault: BaseException) -> Handled:
+        """The ``internal_error`` result of a message whose handling failed in a way nothing
+        else caught: exactly one result rather than none (echoes left out: they may be what
+        failed). Raises :class:`PublishFailed` if even this cannot be published."""
+        job_id = recover_job_id(raw, task_id)
+        result = failed(
+            job_id,
+            InternalError.of(fault).to_result_error(),
+            source=None,
+            metadata={},
+            attempts=0,
+            submitted_at=None,
+        )
+        return self.publish(Handled(result))
 
-    def finish(self, handled: Handled) -> Handled:
+    def publish(self, handled: Handled) -> Handled:
         """Publish the result and log the job's one outcome line."""
         try:
             self.publisher.publish(handled.result)
         except Exception as exc:
-            raise PublishFailed(f"result not published: {exc}") from exc
+            raise PublishFailed(f"result not published: {type(exc).__name__}: {exc}") from exc
         log_outcome(handled.result, upstream_s=handled.upstream_s, republished=handled.republished)
         return handled
+
+
+def cancelled_result(job: Job, reason: str, *, received_at: datetime) -> Result:
+    """The ``cancelled`` result of a job revoked or expired before it ran (no call made)."""
+    return failed(
+        job.job_id,
+        Cancelled(reason).to_result_error(),
+        source=redact_source(job.source),
+        metadata=job.metadata,
+        attempts=0,
+        submitted_at=job.submitted_at or received_at,
+    )
 
 
 def recover_job_id(raw: object, task_id: str | None) -> str:
@@ -123,4 +156,6 @@ def recover_job_id(raw: object, task_id: str | None) -> str:
     candidate = raw.get("job_id") if isinstance(raw, dict) else None
     if isinstance(candidate, str) and _JOB_ID.match(candidate):
         return candidate
-    return task_id or "unknown"
+    if task_id and _JOB_ID.match(task_id):
+        return task_id
+    return "unknown"

@@ -8,30 +8,39 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from contract.jobs import MAX_METADATA_BYTES, Job, metadata_size
+from contract.bounded_json import MAX_DEPTH, depth_exceeds
+from contract.jobs import MAX_METADATA_BYTES, Job, VideoUrl, metadata_size
 from contract.redaction import redact_raw_source, redact_source
 from contract.results import Billing, Result, ResultError
 from worker.backoff import Backoff
 from worker.coordination.accounts import AccountPool
 from worker.coordination.breaker import TRIPPING_ERRORS
+from worker.coordination.outcomes import AnsweredByHolder
 from worker.errors import (
+    InternalError,
     InvalidJob,
     JobFailure,
     RetryableError,
+    StoreUnavailable,
     UpstreamUnavailable,
     VideoRejected,
     WorkerStopping,
 )
 from worker.ops import metrics
-from worker.preflight import Preflight, PreflightPass
+from worker.preflight import Preflight, PreflightPass, ensure_public_host
 from worker.sources import SourceResolver
 from worker.upstream.answers import OpenedSession
 
 logger = logging.getLogger(__name__)
+
+#: What leaves :meth:`Pipeline.run` unfinished: the job goes back to the broker, or to another
+#: worker that holds its lease now.
+UNFINISHED = (WorkerStopping, StoreUnavailable, AnsweredByHolder)
 
 #: How long an editing session stays usable after init-selection (kling-api.md).
 SESSION_LIFETIME = timedelta(hours=24)
@@ -71,18 +80,40 @@ class Pipeline:
     stopping: threading.Event = field(default_factory=threading.Event)
     #: Probes ``url`` and ``s3`` clips before the first call (None: ``PREFLIGHT_CLIPS=false``).
     preflight: Preflight | None = None
+    #: ``url`` jobs must name public hosts (``ALLOW_PRIVATE_VIDEO_HOSTS`` off): the pre-flight
+    #: checks the address it connects to; without it, the host is looked up here.
+    public_url_hosts: bool = False
 
-    def run(self, job: Job, *, received_at: datetime | None = None) -> Ran:
+    def run(
+        self,
+        job: Job,
+        *,
+        received_at: datetime | None = None,
+        before_call: Callable[[], None] = lambda: None,
+    ) -> Ran:
+        """The job's terminal result. ``before_call`` runs before each call is made, and may
+        raise to stop the job first (the job's lease is in doubt).
+
+        Only the exceptions that hand the job back unfinished leave here (the worker stops, the
+        shared store is away, the lease is lost): anything else, a bug or a library's error
+        included, ends the job with an ``internal_error`` result.
+        """
         attempts = 0
         calls = Calls()
         checked = PreflightPass()
         try:
             self.accounts.check(job)
+            if (
+                self.public_url_hosts
+                and self.preflight is None
+                and isinstance(job.source, VideoUrl)
+            ):
+                ensure_public_host(job.source.video_url)
             while True:
                 attempts += 1
                 calls_before = len(calls.seconds)
                 try:
-                    opened = checked.fill(self._attempt(job, calls, checked))
+                    opened = checked.fill(self._attempt(job, calls, checked, before_call))
                     result = succeeded(
                         job,
                         opened,
@@ -128,31 +159,42 @@ class Pipeline:
                         raise WorkerStopping(
                             f"worker stopping before retry {attempts + 1}"
                         ) from exc
-        except JobFailure as exc:
+        except UNFINISHED:
+            raise
+        except Exception as exc:
+            failure = exc if isinstance(exc, JobFailure) else _internal(job, exc)
             result = failed(
                 job.job_id,
-                exc.to_result_error(),
+                failure.to_result_error(),
                 source=redact_source(job.source),
                 metadata=job.metadata,
                 attempts=attempts,
                 submitted_at=job.submitted_at or received_at,
                 account=calls.account,
-                billing=exc.billing if isinstance(exc, VideoRejected) else None,
+                billing=failure.billing if isinstance(failure, VideoRejected) else None,
             )
             return Ran(result, sum(calls.seconds) if calls.seconds else None)
 
-    def _attempt(self, job: Job, calls: Calls, checked: PreflightPass) -> OpenedSession:
+    def _attempt(
+        self, job: Job, calls: Calls, checked: PreflightPass, before_call: Callable[[], None]
+    ) -> OpenedSession:
         """One attempt on the account chosen for it (a paused account raises its error)."""
         body = self.resolver.request_body(job.source)
         if self.preflight is not None:  # once per job; a clip that breaks a rule stops here
             self.preflight.run_once(job.source, body, checked)
         with self.accounts.reserve(job) as account:
             try:
-                return account.init_selection(body)
+                return account.init_selection(body, before_call=before_call)
             finally:
                 if account.call_s is not None:
                     calls.seconds.append(account.call_s)
                     calls.account = account.name
+
+
+def _internal(job: Job, exc: Exception) -> InternalError:
+    # The last-resort boundary of a job that ran: one result, never a silent ack.
+    logger.error("Job %s failed inside the worker.", job.job_id, exc_info=True)
+    return InternalError.of(exc)
 
 
 def succeeded(
@@ -230,6 +272,10 @@ def invalid_job_result(job_id: str, raw: object, reason: str, *, received_at: da
 
 
 def _small(metadata: dict[str, Any]) -> bool:
+    """Whether a broken job's ``metadata`` can be echoed: within the contract's size, and
+    shallow enough to sit inside a result."""
+    if depth_exceeds(metadata, MAX_DEPTH - 1):
+        return False
     try:
         return metadata_size(metadata) <= MAX_METADATA_BYTES
     except (TypeError, ValueError):

@@ -36,6 +36,24 @@ PUBLISH_RETRY_POLICY: dict[str, Any] = {
 MAX_PUBLISH_CONNECTIONS = 8
 
 
+def serializable(result: Result) -> str:
+    """``result`` as its JSON body or, when that cannot be made (an echo of a caller's broken
+    message nested too deeply, say), the same result without its echoes, the reason said.
+
+    Only the echoes (``metadata``, ``source``) come from outside the worker, so dropping them
+    always leaves a body that can be made: publishing never fails twice for the same reason.
+    """
+    try:
+        return result.to_json()
+    except (ValueError, TypeError, RecursionError) as exc:
+        reason = f"metadata and source not echoed: they cannot be serialized ({type(exc).__name__})"
+        logger.warning("Job %s: %s.", result.job_id, reason)
+        error = result.error
+        if error is not None:
+            error = error.model_copy(update={"message": f"{error.message} ({reason})"})
+        return result.model_copy(update={"metadata": {}, "source": None, "error": error}).to_json()
+
+
 class ResultPublisher:
     """Thread-safe: each publish borrows a producer (and its connection) from the pool."""
 
@@ -49,10 +67,16 @@ class ResultPublisher:
         self._declared_on: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def publish(self, result: Result) -> None:
-        """Publish ``result`` persistently; raises if the broker does not take it."""
+        """Publish ``result`` persistently; raises if the broker does not take it.
+
+        The body is made before a producer is borrowed: a result that cannot be serialized is
+        replaced by a smaller one (:func:`serializable`), and never fails on a pooled producer
+        that other jobs share.
+        """
+        body = serializable(result)
         with self._producers.acquire(block=True) as producer:
             producer.publish(
-                result.to_json(),
+                body,
                 exchange=RESULTS_EXCHANGE,
                 routing_key=result_routing_key(result.status),
                 content_type="application/json",
@@ -69,6 +93,9 @@ class ResultPublisher:
         is dropped for want of a bound queue; nothing after (kombu would look it up in its cache
         on every publish, which cost 6 % of a job's CPU)."""
         connection = producer.connection.connection
+        if connection is None:
+            # Not connected (a publish before failed): kombu connects again, and declares.
+            return [self._result_queue]
         if connection in self._declared_on:
             return []
         self._declared_on.add(connection)

@@ -50,6 +50,7 @@ class Runtime:
             max_attempts=settings.kling_max_attempts,
             stopping=stopping,
             preflight=Preflight.from_settings(settings) if settings.preflight_clips else None,
+            public_url_hosts=not settings.allow_private_video_hosts,
         )
         handler = JobHandler(
             pipeline=pipeline,

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from contract.jobs import KlingVideo, S3Object, VideoUrl
 from contract.settings import Settings
-from worker.errors import ConfigurationError, SourceNotFound, UpstreamDown
+from worker.errors import ConfigurationError, InvalidJob, SourceNotFound, UpstreamDown
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -80,5 +80,8 @@ class SourceResolver:
             raise UpstreamDown(
                 f"S3 answered {code or status} for {where}", http_status=status
             ) from exc
+        except ParamValidationError as exc:
+            # botocore refused the request before sending it: the job names no possible object.
+            raise InvalidJob(f"{where} is not a valid S3 object: {exc}") from exc
         except BotoCoreError as exc:
             raise UpstreamDown(f"S3 unreachable for {where}: {type(exc).__name__}") from exc

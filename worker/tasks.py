@@ -14,7 +14,7 @@ from celery.exceptions import Reject, Retry
 from contract.names import TASK_NAME
 from contract.redaction import redact_url
 from contract.topology import LEASE_WAIT_QUEUE
-from worker.coordination.outcomes import AnsweredByHolder, LeaseHeld
+from worker.coordination.outcomes import AnsweredByHolder, FinishFailed, LeaseHeld
 from worker.coordination.turns import overdue_job
 from worker.errors import JobEndedFailed, StoreUnavailable, WorkerStopping
 from worker.handler import Handled, JobHandler, PublishFailed
@@ -41,6 +41,8 @@ LEASE_WAIT_JITTER_S = (0.2, 1.5)
     max_retries=None,
     # A failed job is an expected ending: logged without a traceback, acked, never retried.
     throws=(JobEndedFailed,),
+    # A revoked or expired job ends in a `cancelled` result instead of being dropped.
+    Request="worker.revoked:JobRequest",
 )
 def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     """Open one editing session and publish the job's terminal result; the message is acked after.
@@ -51,25 +53,31 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     failed job raises :class:`JobEndedFailed` once its result is published (see :func:`report`).
     """
     handler: JobHandler = self.app.runtime.handler
-    well_formed = not args and set(kwargs) == {"job"}
-    waited = bool(self.request.retries)
+    request = {"retries": self.request.retries, "delivery_info": self.request.delivery_info}
     try:
         # A copy that waited for a lease (most often a dead worker's), or a job the broker handed
         # out again, takes the next call slot of this process.
-        with overdue_job(is_overdue({"retries": self.request.retries,
-                                     "delivery_info": self.request.delivery_info})):  # fmt: skip
+        with overdue_job(is_overdue(request)):
             handled = handler.handle(
-                kwargs.get("job"), task_id=self.request.id, well_formed=well_formed, waited=waited
+                kwargs.get("job"),
+                task_id=self.request.id,
+                well_formed=not args and set(kwargs) == {"job"},
+                copy=is_overdue(request),
             )
     except LeaseHeld as exc:
         raise wait_for_lease(self, kwargs, exc) from exc
     except AnsweredByHolder as exc:
-        # The worker this copy waited for has published the result: one result per job.
+        # The job's result is out, or another worker that holds its lease now will publish it.
         logger.info("Job %s: %s; this copy is done.", self.request.id, exc)
         return "answered by the worker that held its lease"
     except WorkerStopping as exc:
         # Warm shutdown: the call in flight has finished; the retries are another worker's.
         logger.info("Job %s handed back: %s.", self.request.id, exc)
+        raise Reject(str(exc), requeue=True) from exc
+    except FinishFailed as exc:
+        # The outcome is not safely in the store: a redelivered copy must find the job unacked.
+        logger.error("Job %s handed back: %s.", self.request.id, exc)
+        time.sleep(STORE_OUTAGE_PAUSE_S)
         raise Reject(str(exc), requeue=True) from exc
     except StoreUnavailable as exc:
         # No call has been made: hand the job back, after a pause so that an outage does not
@@ -81,7 +89,23 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
         # Not acked: the job comes back, and a recorded outcome is published without a new call.
         logger.error("Job %s: %s; returning the job.", self.request.id, exc)
         raise Reject(str(exc), requeue=True) from exc
+    except Exception as exc:
+        # The last resort: whatever else escaped still ends the job in one result.
+        logger.error("Job %s failed inside the worker.", self.request.id, exc_info=True)
+        handled = last_resort(handler, kwargs, self.request.id, exc)
     return report(handled)
+
+
+def last_resort(
+    handler: JobHandler, kwargs: dict[str, Any], task_id: str, exc: Exception
+) -> Handled:
+    """The ``internal_error`` result for a job whose handling failed unexpectedly; the job goes
+    back (a requeue, not a loop: the broker is the one fault left) if even that cannot go out."""
+    try:
+        return handler.last_resort(kwargs.get("job"), task_id=task_id, fault=exc)
+    except PublishFailed as failure:
+        logger.error("Job %s: %s; returning the job.", task_id, failure)
+        raise Reject(str(failure), requeue=True) from failure
 
 
 def report(handled: Handled) -> str:

@@ -15,7 +15,10 @@ from contract.jobs import KlingVideo, S3Object, VideoUrl, parse_job
 from contract.redaction import redact_raw_source, redact_source, redact_url
 from contract.results import Result, VideoFacts
 from worker.errors import UpstreamUnavailable, VideoRejected
+from worker.ops.logs import SecretScrubber
 from worker.pipeline import failed, invalid_job_result, succeeded
+from worker.publisher import serializable
+from worker.tasks import shown_kwargs
 from worker.upstream.answers import OpenedSession
 
 #: The keys of the result example in CONTRACT.md, written out from the page.
@@ -456,3 +459,74 @@ def test_redact_source_returns_kling_and_s3_sources_as_they_are(
     source: KlingVideo | S3Object,
 ) -> None:
     assert redact_source(source) == source
+
+
+def nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"n": value}
+    return value
+
+
+def test_invalid_job_result_drops_metadata_nested_too_deeply_to_serialize() -> None:
+    raw = {"metadata": nested(260)}
+
+    result = invalid_job_result("j-1", raw, "job nests too deeply", received_at=datetime.now(UTC))
+
+    assert result.metadata == {}
+    json.loads(result.to_json())  # and the result itself can be published
+
+
+def test_a_result_that_cannot_be_serialized_goes_out_smaller_with_the_reason() -> None:
+    # Built around validation, as a bug could: its echo is nested past pydantic's limit.
+    error = UpstreamUnavailable("still failing").to_result_error()
+    made = failed("j-1", error, source=None, metadata={}, attempts=2, submitted_at=None)
+    broken = made.model_copy(update={"metadata": nested(400)})
+    with pytest.raises(ValueError):  # noqa: PT011 - pydantic's serialization error
+        broken.to_json()
+
+    wire = json.loads(serializable(broken))
+
+    assert wire["metadata"] == {}
+    assert wire["job_id"] == "j-1"
+    assert wire["error"]["type"] == "upstream_unavailable"
+    assert "metadata and source not echoed" in wire["error"]["message"]
+
+
+def test_an_error_type_this_consumer_does_not_know_reads_as_internal_error() -> None:
+    wire = json.loads(
+        failed(
+            "j-1",
+            UpstreamUnavailable("x").to_result_error(),
+            source=None,
+            metadata={},
+            attempts=1,
+            submitted_at=None,
+        ).to_json()
+    )
+    wire["error"]["type"] = "quota_exhausted_next_year"
+
+    error = Result.model_validate(wire).error
+    assert error is not None
+    assert error.type == "internal_error"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://bob:hunter2@cdn.example.com/a.mp4",
+        "https://bob@cdn.example.com/a.mp4?X-Amz-Signature=abc",
+        "http://bob:p%40ss@127.0.0.1:8080/a.mp4",
+    ],
+)
+def test_a_url_loses_its_user_and_password_wherever_it_is_shown(url: str) -> None:
+    shown = redact_url(url)
+    assert "bob" not in shown
+    assert "hunter2" not in shown
+    assert "@" not in urlsplit(shown).netloc
+    assert urlsplit(shown).hostname == urlsplit(url).hostname
+    source = redact_source(VideoUrl(video_url=url))
+    assert isinstance(source, VideoUrl)
+    assert source.video_url == shown
+    assert "bob" not in shown_kwargs({"job": {"source": {"kind": "url", "video_url": url}}})
+    assert "bob" not in SecretScrubber()(f"GET {url} failed")

@@ -49,7 +49,28 @@ def test_a_task_without_an_id_is_refused() -> None:
 def test_a_body_that_is_not_json_is_refused_with_the_decoder_error() -> None:
     reason = task_shape_problem(message(b"{not json"))
     assert reason is not None
-    assert reason.startswith("cannot decode the message: JSONDecodeError")
+    assert reason.startswith("cannot decode the message: not JSON: Expecting property name")
+
+
+# A body nested past the bound killed the worker with a RecursionError (and then the next).
+POISON = b'[[],{"job":' + b"[" * 1200 + b"1" + b"]" * 1200 + b"},null]"
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (POISON, "nested deeper than 512 levels"),
+        (b'[[],{"job":{"n":1e999}},null]', "out of range"),
+        (b'[[],{"job":{"n":NaN}},null]', "NaN is not a JSON number"),
+        (b"[[],{},null]" + b" " * (1024 * 1024), "more than the 1048576 accepted"),
+    ],
+    ids=["1,200 deep", "1e999", "NaN", "over 1 MiB"],
+)
+def test_a_body_beyond_the_bounds_is_refused_without_decoding_it(body: bytes, reason: str) -> None:
+    problem = task_shape_problem(message(body))
+    assert problem is not None
+    assert problem.startswith("cannot decode the message")
+    assert reason in problem
 
 
 def test_a_body_that_is_not_utf8_is_refused() -> None:

@@ -8,7 +8,7 @@ import threading
 import pytest
 from pydantic import SecretStr
 
-from contract.jobs import KlingVideo, make_job
+from contract.jobs import KlingVideo, VideoUrl, make_job
 from contract.settings import Settings
 from simulator.testing import RunningSimulator
 from tests.services import API_KEY
@@ -16,7 +16,7 @@ from worker.backoff import Backoff
 from worker.coordination.accounts import AccountLane, AccountPool
 from worker.coordination.breaker import LocalBreaker
 from worker.coordination.limits import unlimited
-from worker.errors import WorkerStopping
+from worker.errors import StoreUnavailable, WorkerStopping
 from worker.pipeline import Pipeline
 from worker.sources import SourceResolver
 from worker.upstream.client import KlingClient
@@ -127,3 +127,47 @@ def test_an_open_breaker_fails_jobs_without_calling(sim: RunningSimulator) -> No
     assert "paused" in second.result.error.message
     assert second.upstream_s is None
     assert sim.stats()["calls"] == 1
+
+
+def test_whatever_escapes_a_job_ends_it_in_one_internal_error_result(
+    sim: RunningSimulator,
+) -> None:
+    # Given a fault no layer knows, raised where it carries a secret in its text
+    def broken() -> None:
+        raise OverflowError("int too large, from https://u:hunter2@h/a.mp4?X-Amz-Signature=s")
+
+    ran = make_pipeline(sim).run(make_job(SOURCE), before_call=broken)
+
+    assert ran.result.status == "failed"
+    assert ran.result.error is not None
+    assert ran.result.error.type == "internal_error"
+    assert ran.result.error.retryable is True
+    # The message names the kind of fault, never its text.
+    assert "OverflowError" in ran.result.error.message
+    assert "hunter2" not in ran.result.to_json()
+    assert sim.stats()["calls"] == 0
+
+
+def test_a_lease_in_doubt_stops_the_job_before_its_call(sim: RunningSimulator) -> None:
+    def lease_in_doubt() -> None:
+        raise StoreUnavailable("the lease could not be renewed in time; no call made")
+
+    with pytest.raises(StoreUnavailable):
+        make_pipeline(sim).run(make_job(SOURCE), before_call=lease_in_doubt)
+    assert sim.stats()["calls"] == 0
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "169.254.169.254", "10.0.0.7", "[::1]", "localhost"])
+def test_a_url_job_on_a_non_public_host_is_invalid_with_no_call_and_no_preflight(
+    sim: RunningSimulator, host: str
+) -> None:
+    pipeline = make_pipeline(sim)
+    pipeline.public_url_hosts = True  # ALLOW_PRIVATE_VIDEO_HOSTS off, PREFLIGHT_CLIPS=false
+    job = make_job(VideoUrl(video_url=f"http://{host}/latest/clip.mp4"), allow_http=True)
+
+    ran = pipeline.run(job)
+
+    assert ran.result.error is not None
+    assert ran.result.error.type == "invalid_job"
+    assert "not a public address" in ran.result.error.message
+    assert sim.stats()["calls"] == 0

@@ -1,15 +1,24 @@
-"""Idempotency by ``job_id``: a recorded outcome is published again instead of calling the API.
+"""Exactly one result per ``job_id``: the lease that lets one worker run a job, and the record
+that outlives it.
 
-The outcome is recorded before the result is published, so a job redelivered after a crash (or
-submitted twice) finds it and opens no second session. A lease keeps two workers that receive
-the same ``job_id`` at once from both calling the API. It is short (:data:`JOB_LEASE_S`) and
-renewed by its holder's process while the job runs (:mod:`worker.coordination.renewal`), so it
-never lapses under a live worker, however long its retries take, and lapses within seconds of
-its holder's death. A worker that finds the lease held does not wait for it: the copy goes back
-to the broker (:class:`LeaseHeld`), and once the holder has published the job's result, the
-copy is acknowledged without a second one (:class:`AnsweredByHolder`). With ``REDIS_URL`` the
-records and leases are shared by the fleet; without it they live in the worker process (one
-node, a warning at start-up).
+The protocol, for every message of a job (the stores behind it: :mod:`.outcomes_redis` for the
+fleet, :mod:`.outcomes_local` for one process):
+
+1. **Claim.** One atomic step finds what is known of the ``job_id``: a lease another worker
+   holds (this copy goes back to wait: :class:`LeaseHeld`); a result already published (a
+   *copy* of the job, redelivered or sent back to wait, ends with none of its own:
+   :class:`AnsweredByHolder`; a *resubmission* gets a lasting outcome published again, and runs
+   afresh after a passing one); a result recorded but never published (its holder died in
+   between: it is published now, with no call); or nothing, and the lease is taken.
+2. **Run**, renewing the lease; before each call the lease must be sure to hold
+   (:meth:`LeaseHold.ensure_standing`), so a worker cut off from Redis stops before it calls.
+3. **Record** the outcome, whatever it is, before it is published: only while the lease is
+   still ours (:class:`TakenOver` otherwise: another worker runs the job now).
+4. **Publish**, then **finish**: mark the result published and give the lease back, in one
+   step that must reach the store before the job's message is acknowledged.
+
+Lasting outcomes say something about the job itself (success, a rejected clip or request);
+passing ones (our account, our configuration, an outage) let a resubmission try again.
 """
 
 from __future__ import annotations
@@ -17,45 +26,34 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-import redis
-
-from contract import keys
 from contract.results import Result
-from worker.coordination.pipelining import PipelinedCommands, script_call
-from worker.coordination.renewal import HeldLease, LeaseRenewer
-from worker.coordination.translation import translated
 from worker.errors import KlingWorkerError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 #: How long outcomes are remembered: the contract promises at least 7 days.
 OUTCOME_TTL_S = 8 * 24 * 3600
-#: How many outcomes a worker without ``REDIS_URL`` remembers (the oldest go first).
-LOCAL_MAX_OUTCOMES = 50_000
 #: How long a job's lease outlives its holder's last renewal: how soon a dead worker's jobs can
 #: run again. Renewed every quarter of it, so a live holder survives a few seconds of Redis away.
 JOB_LEASE_S = 10.0
-#: How long the ``waiting`` / ``answered`` mark of a contended job is kept: longer than a copy
-#: can take to come back from the broker (its countdown, then a free thread).
-WAITERS_TTL_S = 600.0
-#: Outcomes that say something lasting about the job itself. Failures caused by our account,
-#: our configuration or a passing outage are not remembered, so a resubmission is tried afresh.
-REMEMBERED_OUTCOMES = frozenset({None, "video_rejected", "request_rejected"})
+#: Outcomes that say something lasting about the job itself: a resubmission of the ``job_id``
+#: is answered with the same outcome. Any other is passing: a resubmission is tried afresh.
+LASTING_OUTCOMES = frozenset({None, "video_rejected", "request_rejected"})
+#: How long recording an outcome or finishing a job keeps trying while the store is away.
+STORE_PATIENCE_S = 8.0
+#: The least lease a call may start on: a call that outlives its lease could run twice.
+MIN_LEASE_LEFT_FRACTION = 0.5
 
-_WAITING, _ANSWERED = "waiting", "answered"
 
-
-def worth_remembering(result: Result) -> bool:
-    return (result.error.type if result.error else None) in REMEMBERED_OUTCOMES
+def is_lasting(result: Result) -> bool:
+    return (result.error.type if result.error else None) in LASTING_OUTCOMES
 
 
 class LeaseHeld(KlingWorkerError):
@@ -68,251 +66,174 @@ class LeaseHeld(KlingWorkerError):
 
 
 class AnsweredByHolder(KlingWorkerError):
-    """Raised when the worker this copy waited for has published the job's result meanwhile:
-    acknowledge the copy, with no call and no second result."""
+    """Raised when this copy's job has its result published already: acknowledge the copy,
+    with no call and no second result."""
+
+
+class TakenOver(AnsweredByHolder):
+    """Raised when this worker's lease lapsed and another worker holds it now: that worker
+    answers the job, so this copy ends with no result of its own."""
+
+
+class FinishFailed(StoreUnavailable):
+    """Raised when an outcome could not be recorded, or its publication marked, in the store:
+    the job's message must not be acknowledged."""
 
 
 @dataclass(frozen=True)
 class Claim:
-    """What a claim on a job found; exactly one of the first three holds, or the lease is held
-    by another worker for ``held_for_s`` more (unless renewed)."""
+    """What a claim on a job found (see the module's protocol, step 1)."""
 
+    #: The lease is this worker's now: run the job, or publish ``recorded`` if it is set.
     granted: bool = False
+    #: A result to publish: a lasting one again (no lease), or one never published (leased).
     recorded: Result | None = None
-    #: The copy waited for another holder, which has published the result since.
+    #: A copy of a job whose result is out: it ends with none of its own.
     answered: bool = False
+    #: Another worker holds the lease for this much longer (unless it renews it).
     held_for_s: float = 0.0
 
 
 class OutcomeStore(Protocol):
+    """Where outcomes and leases live; every method raises
+    :class:`~worker.errors.StoreUnavailable` when the store does not answer."""
+
     def recorded(self, job_id: str) -> Result | None: ...
 
-    def record(self, result: Result) -> None: ...
+    def claim(self, job_id: str, holder: str, lease_s: float, *, copy: bool = False) -> Claim:
+        """Step 1, atomically. ``copy``: this message may be a copy of one already answered
+        (redelivered by the broker, or sent back to wait for a lease)."""
 
-    def claim(self, job_id: str, holder: str, lease_s: float, *, waited: bool = False) -> Claim:
-        """In one step: the recorded outcome if there is one, else whether ``holder`` now has
-        the lease (held until :meth:`release`, renewed meanwhile). A worker that finishes records
-        before it releases, so a lease taken here means no outcome is on its way.
+    def record(self, result: Result, holder: str, lease_s: float) -> bool:
+        """Step 3: keep ``result`` while ``holder`` still holds (or can take back) the lease;
+        ``False`` when another holder has it."""
 
-        ``waited``: this message is a copy sent back earlier because the lease was held; it is
-        told ``answered`` if that holder has published the result since (checked first)."""
+    def finish(self, job_id: str, holder: str, *, lasting: bool) -> None:
+        """Step 4: the recorded result is published; give the lease back."""
 
-    def release(self, job_id: str, holder: str, *, answered: bool = False) -> None:
-        """Give the lease back; ``answered``: the job's result has been published, so copies
-        waiting for this lease need none of their own."""
+    def release(self, job_id: str, holder: str) -> None:
+        """Give the lease back with no result (the job goes back to the broker)."""
 
-
-class RedisOutcomeStore:
-    """Fleet-wide records and leases in Redis; leases renewed by ``renewer`` while held."""
-
-    # KEYS: outcome, lease, waiters. ARGV: holder, lease_ms, waited (0/1), waiters_ttl_ms.
-    # {2}: answered (a waited copy whose holder published), {3, outcome}: recorded,
-    # {0, pttl}: held by another, {1}: the lease is now ARGV[1]'s. One round trip.
-    _CLAIM = """
-if ARGV[3] == '1' and redis.call('GET', KEYS[3]) == 'answered' then return {2} end
-local outcome = redis.call('GET', KEYS[1])
-if outcome then return {3, outcome} end
-local current = redis.call('GET', KEYS[2])
-if current and current ~= ARGV[1] then
-  redis.call('SET', KEYS[3], 'waiting', 'PX', ARGV[4])
-  return {0, redis.call('PTTL', KEYS[2])}
-end
-redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-redis.call('DEL', KEYS[3])
-return {1}
-"""
-
-    # KEYS: lease, waiters. ARGV: holder, answered (0/1), waiters_ttl_ms. Gives the lease back
-    # unless another holder has it (it lapsed and moved on); marks waiting copies answered.
-    _RELEASE = """
-local current = redis.call('GET', KEYS[1])
-if current and current ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-if ARGV[2] == '1' and redis.call('GET', KEYS[2]) == 'waiting' then
-  redis.call('SET', KEYS[2], 'answered', 'PX', ARGV[3])
-end
-return 1
-"""
-
-    def __init__(
-        self,
-        client: redis.Redis,
-        *,
-        renewer: LeaseRenewer | None = None,
-        commands: PipelinedCommands | None = None,
-    ) -> None:
-        self._redis = client
-        self._renewer = renewer
-        #: Pipelines claims and records with other jobs' commands, and sends leases back off the
-        #: job's path (None: each its own round trip). A copy that claims the job before its
-        #: lease is back finds the outcome recorded, or waits for the lease again.
-        self._commands = commands
-        self._release = client.register_script(self._RELEASE)
-        self._claim = client.register_script(self._CLAIM)
-
-    def recorded(self, job_id: str) -> Result | None:
-        with translated():
-            raw = self._redis.get(keys.outcome(job_id))
-        return None if raw is None else Result.model_validate_json(raw)
-
-    def record(self, result: Result) -> None:
-        key, value = keys.outcome(result.job_id), result.to_json()
-        with translated():
-            if self._commands is None:
-                self._redis.set(key, value, ex=OUTCOME_TTL_S)
-            else:
-                self._commands.call(lambda pipe: pipe.set(key, value, ex=OUTCOME_TTL_S))
-
-    def claim(self, job_id: str, holder: str, lease_s: float, *, waited: bool = False) -> Claim:
-        claim_keys = [keys.outcome(job_id), keys.lease(job_id), keys.waiters(job_id)]
-        args: list[str | int | float] = [holder, _ms(lease_s), int(waited), _ms(WAITERS_TTL_S)]
-        with translated():
-            if self._commands is None:
-                answer = self._claim(keys=claim_keys, args=args)
-            else:
-                answer = self._commands.call(script_call(self._claim, claim_keys, args))
-        kind = int(answer[0])
-        if kind == 3:
-            return Claim(recorded=Result.model_validate_json(answer[1]))
-        if kind == 2:
-            return Claim(answered=True)
-        if kind == 0:
-            pttl_ms = int(answer[1])
-            return Claim(held_for_s=pttl_ms / 1000 if pttl_ms > 0 else lease_s)
-        if self._renewer is not None:
-            self._renewer.hold(HeldLease(keys.lease(job_id), holder, lease_s))
-        return Claim(granted=True)
-
-    def release(self, job_id: str, holder: str, *, answered: bool = False) -> None:
-        if self._renewer is not None:
-            # Before Redis: a renewal under way must not bring the lease back.
-            self._renewer.drop(HeldLease(keys.lease(job_id), holder, 0.0))
-        lease_keys = [keys.lease(job_id), keys.waiters(job_id)]
-        args: list[str | int | float] = [holder, int(answered), _ms(WAITERS_TTL_S)]
-        if self._commands is not None:
-            self._commands.send(script_call(self._release, lease_keys, args))
-            return
-        with translated():
-            self._release(keys=lease_keys, args=args)
-
-
-def _ms(seconds: float) -> int:
-    return max(1, round(seconds * 1000))
-
-
-class LocalOutcomeStore:
-    """Records and leases in this process only (no ``REDIS_URL``).
-
-    It keeps the newest ``max_outcomes`` outcomes: a single node's memory, not Redis', bounds
-    how much it remembers (about 1-2 KB each). A lease here lasts until it is released: the
-    process that holds it holds the store too, so its death takes both, and there is nothing to
-    renew (``lease_s`` is accepted for the same interface, and ignored).
-    """
-
-    def __init__(self, max_outcomes: int = LOCAL_MAX_OUTCOMES) -> None:
-        self._lock = threading.Lock()
-        self._max_outcomes = max_outcomes
-        self._outcomes: OrderedDict[str, tuple[float, Result]] = OrderedDict()
-        self._leases: dict[str, str] = {}
-        #: job_id -> (expiry, "waiting" or "answered"), oldest first.
-        self._waiters: OrderedDict[str, tuple[float, str]] = OrderedDict()
-
-    def recorded(self, job_id: str) -> Result | None:
-        with self._lock:
-            return self._recorded(job_id, time.monotonic())
-
-    def _recorded(self, job_id: str, now: float) -> Result | None:
-        entry = self._outcomes.get(job_id)
-        if entry is None or entry[0] < now:
-            self._outcomes.pop(job_id, None)
-            return None
-        return entry[1]
-
-    def record(self, result: Result) -> None:
-        with self._lock:
-            self._outcomes[result.job_id] = (time.monotonic() + OUTCOME_TTL_S, result)
-            self._outcomes.move_to_end(result.job_id)
-            while len(self._outcomes) > self._max_outcomes:
-                self._outcomes.popitem(last=False)
-
-    def claim(self, job_id: str, holder: str, lease_s: float, *, waited: bool = False) -> Claim:
-        now = time.monotonic()
-        with self._lock:
-            if waited and self._waiter(job_id, now) == _ANSWERED:
-                return Claim(answered=True)
-            recorded = self._recorded(job_id, now)
-            if recorded is not None:
-                return Claim(recorded=recorded)
-            current = self._leases.get(job_id)
-            if current is not None and current != holder:
-                self._mark(job_id, _WAITING, now)
-                return Claim(held_for_s=lease_s)
-            self._leases[job_id] = holder
-            self._waiters.pop(job_id, None)
-            return Claim(granted=True)
-
-    def release(self, job_id: str, holder: str, *, answered: bool = False) -> None:
-        now = time.monotonic()
-        with self._lock:
-            if self._leases.get(job_id) != holder:
-                return
-            del self._leases[job_id]
-            if answered and self._waiter(job_id, now) == _WAITING:
-                self._mark(job_id, _ANSWERED, now)
-
-    def _waiter(self, job_id: str, now: float) -> str | None:
-        entry = self._waiters.get(job_id)
-        if entry is None or entry[0] < now:
-            self._waiters.pop(job_id, None)
-            return None
-        return entry[1]
-
-    def _mark(self, job_id: str, state: str, now: float) -> None:
-        self._waiters[job_id] = (now + WAITERS_TTL_S, state)
-        self._waiters.move_to_end(job_id)
-        while self._waiters and next(iter(self._waiters.values()))[0] < now:
-            self._waiters.popitem(last=False)
+    def lease_left_s(self, job_id: str, holder: str) -> float | None:
+        """How long the lease is sure to hold (``inf`` for a lease that cannot lapse), or
+        ``None`` once it is lost to another holder."""
 
 
 @dataclass
 class LeaseHold:
-    """What :meth:`JobLease.held` yields: the recorded outcome (no lease taken), or the lease."""
+    """What :meth:`JobLease.held` yields: a result to publish, or the lease to run the job."""
 
+    job_id: str
+    holder: str
+    lease: JobLease
+    #: Publish this (no call): a lasting outcome again, or one its holder never published.
     recorded: Result | None = None
-    #: Set by the holder once the job's result is published: copies waiting need none.
-    answered: bool = False
+    #: Whether this hold owns the lease (not for a lasting outcome published again).
+    leased: bool = True
+    #: Set once the result is published and finished: nothing left to give back.
+    finished: bool = False
+
+    def ensure_standing(self) -> None:
+        """Return when the lease is sure to outlast the start of a call; raise
+        :class:`TakenOver` when it is lost, :class:`StoreUnavailable` when its renewal cannot
+        be confirmed in time (no call is made either way)."""
+        self.lease.ensure_standing(self.job_id, self.holder)
+
+    def record(self, result: Result) -> None:
+        """Step 3; raises :class:`TakenOver` or :class:`FinishFailed`."""
+        self.lease.record(result, self.holder)
+
+    def finish(self, result: Result) -> None:
+        """Step 4; raises :class:`FinishFailed`."""
+        self.lease.finish(result, self.holder)
+        self.finished = True
+
+
+T = TypeVar("T")
 
 
 class JobLease:
-    """The right to run one ``job_id``, taken without waiting for it."""
+    """The right to run one ``job_id``, taken without waiting for it; the protocol's steps."""
 
-    def __init__(self, store: OutcomeStore, *, lease_s: float = JOB_LEASE_S) -> None:
+    def __init__(
+        self,
+        store: OutcomeStore,
+        *,
+        lease_s: float = JOB_LEASE_S,
+        patience_s: float = STORE_PATIENCE_S,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._store = store
         self.lease_s = lease_s
+        self._patience_s = patience_s
+        self._sleep = sleep
         self._holder_prefix = f"{socket.gethostname()}:{os.getpid()}:"
 
     @contextmanager
-    def held(self, job_id: str, *, waited: bool = False) -> Iterator[LeaseHold]:
-        """Yield the recorded outcome (no lease taken), or hold the lease for the block.
+    def held(self, job_id: str, *, copy: bool = False) -> Iterator[LeaseHold]:
+        """Claim ``job_id`` and yield what to do; the lease, if taken, is given back at the end
+        of the block unless the hold finished.
 
         Raises :class:`LeaseHeld` when another worker holds it, and :class:`AnsweredByHolder`
-        when ``waited`` and the worker it waited for has published the result meanwhile.
+        when ``copy`` and the job's result is out.
         """
         holder = self._holder_prefix + uuid.uuid4().hex
-        claim = self._store.claim(job_id, holder, self.lease_s, waited=waited)
-        if claim.recorded is not None:
-            yield LeaseHold(recorded=claim.recorded)
-            return
+        claim = self._store.claim(job_id, holder, self.lease_s, copy=copy)
         if claim.answered:
-            raise AnsweredByHolder(f"job {job_id} was answered by the worker it waited for")
-        if not claim.granted:
+            raise AnsweredByHolder(f"job {job_id} has its result published already")
+        if not claim.granted and claim.recorded is None:
             raise LeaseHeld(job_id, retry_in_s=claim.held_for_s)
-        hold = LeaseHold()
+        hold = LeaseHold(job_id, holder, self, recorded=claim.recorded, leased=claim.granted)
         try:
             yield hold
         finally:
+            if hold.leased and not hold.finished:
+                self._give_back(job_id, holder)
+
+    def ensure_standing(self, job_id: str, holder: str) -> None:
+        left = self._store.lease_left_s(job_id, holder)
+        if left is None:
+            raise TakenOver(f"job {job_id}: the lease lapsed and another worker holds it now")
+        if left < self.lease_s * MIN_LEASE_LEFT_FRACTION:
+            raise StoreUnavailable(
+                f"the lease on job {job_id} could not be renewed in time ({left:.1f} s left); "
+                "no call made"
+            )
+
+    def record(self, result: Result, holder: str) -> None:
+        kept = self._patiently(
+            "record the outcome", lambda: self._store.record(result, holder, self.lease_s)
+        )
+        if not kept:
+            raise TakenOver(
+                f"job {result.job_id}: the lease lapsed during the call and another worker "
+                "holds it now; its result will be the job's"
+            )
+
+    def finish(self, result: Result, holder: str) -> None:
+        lasting = is_lasting(result)
+        self._patiently(
+            "mark the result published",
+            lambda: self._store.finish(result.job_id, holder, lasting=lasting),
+        )
+
+    def _patiently(self, what: str, step: Callable[[], T]) -> T:
+        """``step``, tried again while the store is away, for up to the patience."""
+        deadline = time.monotonic() + self._patience_s
+        pause_s = 0.25
+        while True:
             try:
-                self._store.release(job_id, holder, answered=hold.answered)
+                return step()
             except StoreUnavailable as exc:
-                # Harmless: the lease is no longer renewed, and lapses by itself.
-                logger.warning("Lease on job %s not released (%s).", job_id, exc)
+                if time.monotonic() + pause_s > deadline:
+                    raise FinishFailed(f"could not {what}: {exc}") from exc
+                logger.warning("Could not %s (%s); trying again in %.2f s.", what, exc, pause_s)
+                self._sleep(pause_s)
+                pause_s = min(pause_s * 2, 2.0)
+
+    def _give_back(self, job_id: str, holder: str) -> None:
+        try:
+            self._store.release(job_id, holder)
+        except StoreUnavailable as exc:
+            # Harmless: the lease is no longer renewed, and lapses by itself.
+            logger.warning("Lease on job %s not released (%s).", job_id, exc)

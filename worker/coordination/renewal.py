@@ -14,12 +14,19 @@ Two kinds of lease are renewed:
   it is still in the set.
 
 A lease found lapsed (Redis was away longer than the lease, or restarted without it) is taken
-again if nobody else has it, and logged as lost otherwise. Times come from Redis' clock.
+again if nobody else has it, and marked lost otherwise. Times come from Redis' clock.
+
+The renewer also knows, for each lease, how long it is sure to hold (:meth:`LeaseRenewer.left_s`):
+from the start of the last renewal that reached Redis, or from when the lease was taken. A job
+asks before each call, and stops rather than call on a lease that may lapse under it. Ticks run
+at a fixed rate on a connection of their own whose timeout is one tick, so one stalled tick
+costs one tick, never the lease.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -97,6 +104,8 @@ class HeldLease:
     lease_s: float
     #: A member of the sorted set ``key`` (a call slot) rather than a key of its own (a job).
     in_sorted_set: bool = False
+    #: When (monotonic) the lease was asked for: it holds for ``lease_s`` from then at least.
+    taken_at: float = field(default=0.0, compare=False)
 
     @property
     def what(self) -> str:
@@ -139,6 +148,11 @@ class LeaseRenewer:
         #: When renewals began failing (monotonic), or None while they work.
         self._failing_since: float | None = None
         self._last_alarm = 0.0
+        #: When (monotonic) the last renewal that reached Redis was sent: every lease held then
+        #: holds until this plus its lease time.
+        self._confirmed_at = -math.inf
+        #: Leases found taken by another holder, until their holder drops them.
+        self._lost: set[tuple[str, str]] = set()
 
     def hold(self, lease: HeldLease) -> None:
         with self._lock:
@@ -147,6 +161,21 @@ class LeaseRenewer:
     def drop(self, lease: HeldLease) -> None:
         with self._lock:
             self._held.pop((lease.key, lease.member), None)
+            self._lost.discard((lease.key, lease.member))
+
+    def left_s(self, lease: HeldLease) -> float | None:
+        """How long ``lease`` is sure to hold from now; ``None`` once another holder has it.
+
+        A lease this renewer does not hold (never taken here, or dropped) has nothing left.
+        """
+        with self._lock:
+            if (lease.key, lease.member) in self._lost:
+                return None
+            held = self._held.get((lease.key, lease.member))
+            confirmed_at = self._confirmed_at
+        if held is None:
+            return 0.0
+        return max(held.taken_at, confirmed_at) + held.lease_s - time.monotonic()
 
     def held(self) -> list[HeldLease]:
         with self._lock:
@@ -167,6 +196,10 @@ class LeaseRenewer:
             self._thread.join(timeout=self.tick_s + 15)
             self._thread = None
 
+    def close(self) -> None:
+        """Close the renewer's Redis connection (after :meth:`stop`)."""
+        self._redis.close()
+
     def renew_once(self) -> RenewalReport:
         """Extend every lease held now in one script call; take back any found lapsed.
 
@@ -176,8 +209,11 @@ class LeaseRenewer:
         report = RenewalReport()
         if not leases:
             return report
+        sent_at = time.monotonic()
         with translated():
             lapsed = self._renew(keys=[lease.key for lease in leases], args=_args(leases))
+        with self._lock:
+            self._confirmed_at = max(self._confirmed_at, sent_at)
         report.asked = True
         report.renewed = len(leases) - len(lapsed)
         if lapsed:
@@ -194,19 +230,25 @@ class LeaseRenewer:
                 lost = self._regain(keys=[lease.key for lease in still], args=_args(still))
             lost_leases = [still[int(i) - 1] for i in lost]
             for lease in lost_leases:
+                # Kept as lost, not forgotten: its job asks before it calls or records.
                 self._held.pop((lease.key, lease.member), None)
+                self._lost.add((lease.key, lease.member))
         report.lost = lost_leases
         report.regained = [lease for lease in still if lease not in lost_leases]
         for lease in report.regained:
             logger.warning("The %s had lapsed (Redis was away too long); taken again.", lease.what)
         for lease in report.lost:
             logger.error(
-                "The %s lapsed and another worker holds it now: this job may run twice.",
+                "The %s lapsed and another worker holds it now: this worker makes no call on "
+                "it and publishes no result for it.",
                 lease.what,
             )
 
     def _run(self) -> None:
-        while not self._stop.wait(self.tick_s):
+        # At a fixed rate: a slow tick delays the next one by no more than its own overrun.
+        next_at = time.monotonic() + self.tick_s
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
+            next_at = max(next_at + self.tick_s, time.monotonic())
             self.tick()
 
     def tick(self) -> None:

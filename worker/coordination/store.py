@@ -18,12 +18,9 @@ from contract.settings import Settings
 from worker.coordination.breaker import BreakerState, LocalBreaker, RedisBreaker
 from worker.coordination.limits import CallLimiter, LocalLimiter, lease_s_from_settings
 from worker.coordination.limits_redis import RedisLimiter
-from worker.coordination.outcomes import (
-    JOB_LEASE_S,
-    LocalOutcomeStore,
-    OutcomeStore,
-    RedisOutcomeStore,
-)
+from worker.coordination.outcomes import JOB_LEASE_S, OutcomeStore
+from worker.coordination.outcomes_local import LocalOutcomeStore
+from worker.coordination.outcomes_redis import RedisOutcomeStore
 from worker.coordination.pipelining import PipelinedCommands
 from worker.coordination.renewal import LeaseRenewer, tick_s_for
 from worker.errors import ConfigurationError
@@ -91,7 +88,8 @@ class Coordination:
             )
             return cls(outcomes=LocalOutcomeStore(), client=None, **common)  # type: ignore[arg-type]
         client = connect(settings.redis_url, pool_size or settings.worker_concurrency)
-        renewer = LeaseRenewer(client, tick_s=tick_s_for(JOB_LEASE_S, lease_s))
+        tick_s = tick_s_for(JOB_LEASE_S, lease_s)
+        renewer = LeaseRenewer(renewal_client(settings.redis_url, tick_s), tick_s=tick_s)
         commands = PipelinedCommands(client)
         return cls(
             outcomes=RedisOutcomeStore(client, renewer=renewer, commands=commands),
@@ -143,6 +141,7 @@ class Coordination:
             self.commands.close()
         if self.renewer is not None:
             self.renewer.stop()
+            self.renewer.close()
         if self.client is not None:
             self.client.close()
 
@@ -165,3 +164,12 @@ def connect(url: str, pool_size: int) -> redis.Redis:
             f"the shared store at REDIS_URL cannot be reached: {type(exc).__name__}: {exc}"
         ) from exc
     return client
+
+
+def renewal_client(url: str, tick_s: float) -> redis.Redis:
+    """The renewer's own connection: never queued behind the jobs' commands, and given up on
+    after one tick, so one stalled renewal costs a tick and the next one tries again."""
+    pool = redis.BlockingConnectionPool.from_url(
+        url, max_connections=2, timeout=tick_s, socket_timeout=tick_s, socket_connect_timeout=tick_s
+    )
+    return redis.Redis(connection_pool=pool)

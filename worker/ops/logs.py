@@ -50,11 +50,14 @@ class SecretScrubber:
         names = "|".join(re.escape(name) for name in sorted(SECRET_QUERY_PARAMS))
         self._query = re.compile(rf"(?i)([?&](?:{names})=)[^&\s\"'\\]+")
         self._bearer = re.compile(r"(?i)\b(Bearer\s+)[A-Za-z0-9._~+/=-]+")
+        # ``scheme://user:password@host``: the userinfo goes, the host stays.
+        self._userinfo = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@\"'\\]+@")
 
     def __call__(self, text: str) -> str:
         for value in self._values:
             text = text.replace(value, REDACTED)
         text = self._query.sub(rf"\g<1>{REDACTED}", text)
+        text = self._userinfo.sub(r"\g<1>", text)
         return self._bearer.sub(rf"\g<1>{REDACTED}", text)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import amqp.exceptions
 import redis
 from kombu.connection import Connection
 
+from contract import bounded_json
 from contract.names import DEAD_LETTER_QUEUE, JOB_QUEUE
 from contract.settings import Settings
 from contract.topology import connect
@@ -77,7 +77,7 @@ def job_time(body: bytes) -> datetime | None:
     """When a job was submitted: its ``submitted_at``, read from a Celery task message body
     (``[args, {"job": {...}}, embed]``); ``None`` for anything else."""
     try:
-        decoded: Any = json.loads(body)
+        decoded: Any = bounded_json.loads(body)
         submitted = decoded[1]["job"]["submitted_at"]
         stamp = datetime.fromisoformat(submitted)
     except (ValueError, TypeError, KeyError, IndexError):
@@ -198,7 +198,7 @@ class RedisBrokerProbe:
 
     def _age(self, raw: bytes) -> float | None:
         try:
-            envelope = json.loads(raw)
+            envelope = bounded_json.loads(raw)
             body = envelope["body"]
             encoded = envelope.get("properties", {}).get("body_encoding") == "base64"
             payload = base64.b64decode(body) if encoded else str(body).encode()

@@ -7,11 +7,11 @@ HTTP status only where no code is given (CometAPI's gateway envelope, non-JSON a
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
+from contract import bounded_json
 from contract.results import Billing, VideoFacts
 from worker.errors import (
     AccountBlocked,
@@ -197,10 +197,16 @@ def _amount(value: object) -> float | None:
     return number if number is not None and math.isfinite(number) else None
 
 
+#: Largest answer body read as JSON: a selection answer is a few kilobytes.
+MAX_ANSWER_BYTES = 1024 * 1024
+
+
 def _json_object(body: bytes) -> dict[str, Any] | None:
+    """The answer's JSON object, or ``None`` for anything else: malformed, too deep, too large,
+    or holding a number out of range (each breaks the API's JSON contract)."""
     try:
-        payload = json.loads(body)
-    except ValueError:  # includes UnicodeDecodeError
+        payload = bounded_json.loads(body, max_bytes=MAX_ANSWER_BYTES)
+    except bounded_json.UnreadableJson:
         return None
     return payload if isinstance(payload, dict) else None
 

@@ -73,10 +73,26 @@ class KlingClient:
                     "POST", self.endpoint, data=json.dumps(body).encode(), headers=headers
                 ).prepare()
                 response = self._adapter.send(request, timeout=self._timeout_s)
+                # Read here, inside the guard: a body cut short fails on this read, not the send.
+                answer: bytes = response.content
             except requests.Timeout as exc:
                 raise UpstreamDown(f"no answer within {self._timeout_s:g} s") from exc
             except requests.RequestException as exc:
-                raise UpstreamDown(f"connection to the API failed: {type(exc).__name__}") from exc
-            return read_answer(
-                response.status_code, response.headers.get("Content-Type", ""), response.content
-            )
+                raise UpstreamDown(f"connection to the API failed: {_fault(exc)}") from exc
+            content_type = response.headers.get("Content-Type", "")
+            return read_answer(response.status_code, content_type, answer)
+
+
+#: What ``requests`` raises when the connection ends an answer's body before its end.
+CUT_SHORT = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ContentDecodingError)
+
+
+def _fault(exc: requests.RequestException) -> str:
+    """What went wrong with the connection, in words that name no host, port or address."""
+    if isinstance(
+        exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError
+    ):
+        return "the answer was cut short"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS failed"
+    return "no connection"

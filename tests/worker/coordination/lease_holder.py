@@ -20,7 +20,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from worker.coordination.limits_redis import RedisLimiter
-from worker.coordination.outcomes import RedisOutcomeStore
+from worker.coordination.outcomes_redis import RedisOutcomeStore
 from worker.coordination.renewal import LeaseRenewer, tick_s_for
 
 

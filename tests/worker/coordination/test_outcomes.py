@@ -1,20 +1,13 @@
-"""The in-process outcome store (no REDIS_URL): bounded, and leases exclusive per job, with the
-same claim protocol as the Redis store."""
+"""The in-process outcome store (no REDIS_URL): bounded by count, with leases that need no
+renewal. Its protocol is the Redis store's (tests/worker/coordination/test_job_protocol.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
-
 from contract.results import Result
-from worker.coordination.outcomes import (
-    AnsweredByHolder,
-    JobLease,
-    LeaseHeld,
-    LocalOutcomeStore,
-    worth_remembering,
-)
+from worker.coordination.outcomes import is_lasting
+from worker.coordination.outcomes_local import LocalOutcomeStore
 from worker.errors import AuthFailed, VideoRejected
 from worker.pipeline import failed
 
@@ -28,22 +21,11 @@ def outcome(job_id: str, error: VideoRejected | AuthFailed | None = None) -> Res
 def test_the_store_forgets_the_oldest_outcome_beyond_its_bound() -> None:
     store = LocalOutcomeStore(max_outcomes=2)
     for job_id in ("a", "b", "c"):
-        store.record(outcome(job_id))
+        assert store.record(outcome(job_id), "holder", lease_s=5)
 
     assert store.recorded("a") is None
     kept = [store.recorded(job_id) for job_id in ("b", "c")]
     assert [result.job_id if result else None for result in kept] == ["b", "c"]
-
-
-def test_a_lease_is_exclusive_until_released() -> None:
-    store = LocalOutcomeStore()
-
-    assert store.claim("job", "worker-1", lease_s=60).granted
-    assert not store.claim("job", "worker-2", lease_s=60).granted
-    store.release("job", "worker-2")  # not the holder: no effect
-    assert not store.claim("job", "worker-2", lease_s=60).granted
-    store.release("job", "worker-1")
-    assert store.claim("job", "worker-2", lease_s=60).granted
 
 
 def test_a_local_lease_lasts_until_released_with_no_renewal() -> None:
@@ -52,44 +34,10 @@ def test_a_local_lease_lasts_until_released_with_no_renewal() -> None:
 
     assert store.claim("job", "worker-1", lease_s=0.0).granted
     assert not store.claim("job", "worker-2", lease_s=60).granted
+    assert store.lease_left_s("job", "worker-1") == float("inf")
+    assert store.lease_left_s("job", "worker-2") is None
 
 
-def test_a_claim_returns_the_recorded_outcome_instead_of_a_lease() -> None:
-    store = LocalOutcomeStore()
-    store.record(outcome("job"))
-
-    claimed = store.claim("job", "worker-1", lease_s=60)
-
-    assert claimed.recorded is not None
-    assert claimed.recorded.job_id == "job"
-    assert not claimed.granted
-
-
-def test_a_copy_that_waited_is_answered_once_the_holder_has_published() -> None:
-    store = LocalOutcomeStore()
-    lease = JobLease(store, lease_s=5)
-    with lease.held("job") as hold:
-        with pytest.raises(LeaseHeld), lease.held("job"):
-            pytest.fail("the lease was held")
-        hold.answered = True
-
-    with pytest.raises(AnsweredByHolder), lease.held("job", waited=True):
-        pytest.fail("the holder answered")
-    # A new submission is tried afresh.
-    with lease.held("job") as hold:
-        assert hold.recorded is None
-
-
-def test_a_copy_runs_the_job_when_the_holder_gave_it_back_unanswered() -> None:
-    store = LocalOutcomeStore()
-    assert store.claim("job", "holder", lease_s=5).granted
-    assert not store.claim("job", "copy", lease_s=5).granted
-
-    store.release("job", "holder", answered=False)
-
-    assert store.claim("job", "copy-again", lease_s=5, waited=True).granted
-
-
-def test_only_outcomes_about_the_clip_are_worth_remembering() -> None:
-    assert worth_remembering(outcome("a"))
-    assert not worth_remembering(outcome("b", AuthFailed("Kling code 1002: bad key")))
+def test_outcomes_about_the_clip_are_lasting_and_the_others_passing() -> None:
+    assert is_lasting(outcome("a"))
+    assert not is_lasting(outcome("b", AuthFailed("Kling code 1002: bad key")))

@@ -1,6 +1,6 @@
-"""The fleet-wide outcome store and job leases against a real Redis: claim, record, release,
-renewal by a live holder, and lapse within seconds of the holder's death (a real process,
-SIGKILLed)."""
+"""Job leases in Redis, kept alive by their holder: renewal by a live holder, what a job learns
+of its lease before it calls, and lapse within seconds of the holder's death (a real process,
+SIGKILLed). The claim/record/finish protocol itself: test_job_protocol.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,9 @@ import redis
 from contract import keys
 from devstack.processes import free_port
 from worker.coordination.limits_redis import RedisLimiter
-from worker.coordination.outcomes import (
-    AnsweredByHolder,
-    JobLease,
-    LeaseHeld,
-    RedisOutcomeStore,
-)
+from worker.coordination.outcomes_redis import RedisOutcomeStore
 from worker.coordination.pipelining import PipelinedCommands
 from worker.coordination.renewal import HeldLease, LeaseRenewer
-from worker.errors import VideoRejected
-from worker.pipeline import failed
 
 pytestmark = [pytest.mark.redis]
 
@@ -73,103 +65,6 @@ def store(client: redis.Redis, request: pytest.FixtureRequest) -> Iterator[Redis
     commands = PipelinedCommands(client)
     yield RedisOutcomeStore(client, commands=commands)
     commands.close()
-
-
-def rejected(job_id: str) -> Any:
-    error = VideoRejected("clip rejected (data.status=2): too short").to_result_error()
-    return failed(job_id, error, source=None, metadata={}, attempts=1,
-                  submitted_at=datetime.now(UTC))  # fmt: skip
-
-
-def test_a_lease_is_exclusive_until_its_holder_releases_it(
-    store: RedisOutcomeStore, prefix: str
-) -> None:
-    job = f"{prefix}-a"
-    assert store.claim(job, "worker-1", lease_s=10).granted
-
-    other = store.claim(job, "worker-2", lease_s=10)
-    assert not other.granted
-    assert 9 < other.held_for_s <= 10
-    store.release(job, "worker-2")  # not the holder: no effect
-    assert not store.claim(job, "worker-2", lease_s=10).granted
-
-    store.release(job, "worker-1")
-    assert store.claim(job, "worker-2", lease_s=10).granted
-
-
-def test_a_recorded_outcome_is_returned_instead_of_a_lease(
-    store: RedisOutcomeStore, client: redis.Redis, prefix: str
-) -> None:
-    job = f"{prefix}-b"
-    store.record(rejected(job))
-
-    claim = store.claim(job, "worker-1", lease_s=10)
-
-    assert claim.recorded is not None
-    assert claim.recorded.job_id == job
-    assert not claim.granted
-    assert client.exists(keys.lease(job)) == 0
-    assert store.recorded(job) == claim.recorded
-
-
-def test_a_copy_that_waited_is_answered_once_the_holder_has_published(
-    store: RedisOutcomeStore, prefix: str
-) -> None:
-    job = f"{prefix}-c"
-    assert store.claim(job, "holder", lease_s=10).granted
-    assert not store.claim(job, "copy", lease_s=10).granted
-
-    store.release(job, "holder", answered=True)
-
-    assert store.claim(job, "copy-again", lease_s=10, waited=True).answered
-    # A new submission (not a copy that waited) is tried afresh, and clears the mark.
-    assert store.claim(job, "resubmitted", lease_s=10).granted
-    store.release(job, "resubmitted")
-    assert store.claim(job, "late-copy", lease_s=10, waited=True).granted
-
-
-def test_a_copy_runs_the_job_when_the_holder_gave_it_back_unanswered(
-    store: RedisOutcomeStore, prefix: str
-) -> None:
-    job = f"{prefix}-d"
-    assert store.claim(job, "holder", lease_s=10).granted
-    assert not store.claim(job, "copy", lease_s=10).granted
-
-    store.release(job, "holder", answered=False)  # e.g. handed back on shutdown
-
-    assert store.claim(job, "copy-again", lease_s=10, waited=True).granted
-
-
-def test_no_mark_is_kept_for_a_job_nobody_waited_for(
-    store: RedisOutcomeStore, client: redis.Redis, prefix: str
-) -> None:
-    job = f"{prefix}-e"
-    assert store.claim(job, "holder", lease_s=10).granted
-
-    store.release(job, "holder", answered=True)
-
-    # Pipelined, the release reaches Redis a moment later; a mark would stay for minutes.
-    deadline = time.monotonic() + 2
-    while client.exists(keys.waiters(job), keys.lease(job)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert client.exists(keys.waiters(job), keys.lease(job)) == 0
-
-
-def test_job_lease_raises_instead_of_waiting_for_another_holder(
-    store: RedisOutcomeStore, prefix: str
-) -> None:
-    lease = JobLease(store, lease_s=5)
-    job = f"{prefix}-f"
-    with lease.held(job) as hold:
-        assert hold.recorded is None
-        started = time.monotonic()
-        with pytest.raises(LeaseHeld) as held, lease.held(job):
-            pytest.fail("the lease was held")
-        assert time.monotonic() - started < 1
-        assert 4 < held.value.retry_in_s <= 5
-        hold.answered = True
-    with pytest.raises(AnsweredByHolder), lease.held(job, waited=True):
-        pytest.fail("the holder answered")
 
 
 def test_one_renewal_round_trip_extends_every_lease_and_slot_of_the_process(
@@ -253,7 +148,12 @@ def test_a_lapsed_lease_is_taken_again_unless_another_worker_has_it(
     assert client.get(keys.lease(lapsed)) == b"holder"
     assert client.get(keys.lease(taken)) == b"another-worker"
     assert keys.lease(taken) not in {lease.key for lease in renewer.held()}
-    assert "may run twice" in caplog.text
+    assert "makes no call on it" in caplog.text
+    # The job of the lost lease learns it before it would call or record.
+    assert store.lease_left_s(taken, "holder") is None
+    left = store.lease_left_s(lapsed, "holder")
+    assert left is not None
+    assert left > 4
 
 
 def test_renewal_without_redis_is_logged_not_raised(caplog: pytest.LogCaptureFixture) -> None:

@@ -14,7 +14,7 @@ import redis
 from contract.settings import Settings
 from worker.coordination.breaker import RedisBreaker
 from worker.coordination.limits_redis import RedisLimiter
-from worker.coordination.outcomes import LocalOutcomeStore
+from worker.coordination.outcomes_local import LocalOutcomeStore
 from worker.coordination.store import Coordination
 from worker.errors import AccountBlocked, UpstreamBusy
 from worker.ops.fleet_state import AccountKeys, FleetStateReader, accounts_from_settings

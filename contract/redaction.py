@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -25,6 +26,8 @@ SECRET_QUERY_PARAMS = frozenset(
     }
 )
 REDACTED = "REDACTED"
+#: Lone surrogates: JSON can spell them, UTF-8 cannot carry them.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def redact_url(url: str) -> str:
@@ -56,11 +59,17 @@ def redact_source(source: KlingVideo | S3Object | VideoUrl) -> KlingVideo | S3Ob
 
 
 def redact_raw_source(source: dict[str, Any]) -> dict[str, Any]:
-    """A best-effort echo of a source that failed validation: scalars only, URLs redacted."""
+    """A best-effort echo of a source that failed validation: scalars only, URLs redacted, text
+    that UTF-8 cannot carry (a lone surrogate) replaced."""
     cleaned: dict[str, Any] = {}
     for key, value in list(source.items())[:8]:
+        name = _encodable(str(key)[:64])
         if isinstance(value, str):
-            cleaned[str(key)[:64]] = redact_url(value[:4096])
+            cleaned[name] = redact_url(_encodable(value[:4096]))
         elif value is None or isinstance(value, bool | int | float):
-            cleaned[str(key)[:64]] = value
+            cleaned[name] = value
     return cleaned
+
+
+def _encodable(text: str) -> str:
+    return _SURROGATE.sub("\ufffd", text)

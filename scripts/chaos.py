@@ -28,13 +28,18 @@ sys.path.insert(0, str(ROOT))
 from simulator.testing import RunningSimulator, running_simulator  # noqa: E402
 from tests.chaos import scenarios  # noqa: E402
 from tests.chaos.recovery import FleetRun, fleet_under_fire  # noqa: E402
-from tests.chaos.scenarios import Figures  # noqa: E402
+from tests.chaos.scenarios import (  # noqa: E402
+    REQUEUE_LOOP_AFTER,
+    Figures,
+    GarbageSummary,
+    Run,
+)
 from tests.chaos.secrets import CHAOS_API_KEY  # noqa: E402
 
 COLUMNS = ("scenario", "jobs", "results", "duplicates", "api_calls", "max_calls_per_video")
 
 
-def plan(jobs: int, fuzz: int) -> dict[str, Callable[[RunningSimulator, Path], Figures]]:
+def plan(jobs: int) -> dict[str, Callable[[RunningSimulator, Path], Figures]]:
     key = CHAOS_API_KEY
     return {
         "sigkill": lambda sim, d: (
@@ -54,10 +59,27 @@ def plan(jobs: int, fuzz: int) -> dict[str, Callable[[RunningSimulator, Path], F
         "permanent": lambda sim, d: (
             scenarios.permanent_failures(sim, d, key, jobs=jobs, fail_rate=0.3).figures
         ),
-        "garbage": lambda sim, d: (
-            scenarios.garbage_in(sim, d, key, examples=fuzz, seed=20261125).figures
-        ),
     }
+
+
+def garbage_run(sim: RunningSimulator, folder: Path, fuzz: int) -> Run:
+    """``fuzz`` hypothesis-drawn messages (valid jobs among them) through the shipped worker."""
+    return scenarios.garbage_in(sim, folder, CHAOS_API_KEY, examples=fuzz, seed=20261125)
+
+
+def garbage_report(run: Run) -> str:
+    """What became of each fuzzed message, and how the workers fared."""
+    summary: GarbageSummary = run.evidence["summary"]
+    lines = [f"- {line}" for line in summary.lines()]
+    sent = {f"fz-{seq}": message for seq, message in run.evidence["sent"].items()}
+    for task_id, n in run.evidence["handed_back"].most_common():
+        if n <= REQUEUE_LOOP_AFTER:
+            break
+        message = sent.get(task_id)
+        shown = f"{message.kind}: {message.body[:160]!r}" if message else "(not a fuzzed message)"
+        lines.append(f"- handed back {n} times: {task_id} {shown}")
+    lines += [f"- worker exit: {exit_note}" for exit_note in run.evidence["worker_exits"]]
+    return "\n".join(lines)
 
 
 def table(rows: list[Figures]) -> str:
@@ -113,13 +135,14 @@ def main(argv: list[str] | None = None) -> int:
         help="leave RabbitMQ alone (skips the broker scenario and the fleet's broker restart)",
     )
     args = parser.parse_args(argv)
-    chosen = plan(args.jobs, args.fuzz)
+    chosen = plan(args.jobs)
     if args.no_broker_restart:
         chosen.pop("broker")
-    names = args.only.split(",") if args.only else [*chosen, "fleet"]
+    names = args.only.split(",") if args.only else [*chosen, "garbage", "fleet"]
     chosen = {name: run for name, run in chosen.items() if name in names}
     rows: list[Figures] = []
     fleet: FleetRun | None = None
+    garbage: Run | None = None
     with (
         running_simulator(api_key=CHAOS_API_KEY) as sim,
         tempfile.TemporaryDirectory(prefix="chaos-") as workdir,
@@ -130,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
             folder.mkdir()
             rows.append(run(sim, folder))
             print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        if "garbage" in names:
+            print(f"running garbage ({args.fuzz} messages) ...", file=sys.stderr, flush=True)
+            folder = Path(workdir) / "garbage"
+            folder.mkdir()
+            garbage = garbage_run(sim, folder, args.fuzz)
+            rows.append(garbage.figures)
         if "fleet" in names:
             print("running fleet ...", file=sys.stderr, flush=True)
             folder = Path(workdir) / "fleet"
@@ -149,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos run of {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n")
     if rows:
         print(table(rows))
+    if garbage is not None:
+        print(f"\ngarbage: {len(garbage.evidence['sent'])} fuzzed messages, then one valid job\n")
+        print(garbage_report(garbage))
     if fleet is not None:
         print(f"\nfleet: {args.workers} workers of {args.threads} threads\n")
         print(fleet_table(fleet))

@@ -44,8 +44,10 @@ def serializable(result: Result) -> str:
     always leaves a body that can be made: publishing never fails twice for the same reason.
     """
     try:
-        return result.to_json()
-    except (ValueError, TypeError, RecursionError) as exc:
+        body = result.to_json()
+        body.encode()  # a lone surrogate in an echo serializes, then fails on the wire
+        return body
+    except (ValueError, TypeError, RecursionError) as exc:  # UnicodeEncodeError included
         reason = f"metadata and source not echoed: they cannot be serialized ({type(exc).__name__})"
         logger.warning("Job %s: %s.", result.job_id, reason)
         error = result.error

@@ -3,6 +3,10 @@
 Every message carries an ``x-chaos-seq`` header (dead letters keep headers) and, when it names
 a job id or a task id that a result could carry, that id is ``fz-<seq>``: each outcome can be
 traced back to the message that caused it.
+
+Besides malformed jobs and broken messages, :data:`garbage` sends the hostile shapes production
+brings (bodies nested thousands deep, numbers no float holds, huge strings, lone surrogates) and
+valid jobs among them, each of which must succeed.
 """
 
 from __future__ import annotations
@@ -23,6 +27,11 @@ from contract.names import JOB_QUEUE, TASK_NAME
 SEQ_HEADER = "x-chaos-seq"
 #: Size of the oversized metadata blobs (the contract allows 16 KiB).
 HUGE_METADATA_CHARS = 40 * 1024
+#: The Kling clip of every valid fuzzed job; the scenario registers it with the simulator.
+GARBAGE_VIDEO_ID, GARBAGE_TASK_ID = "garbage-video", "garbage-task"
+#: Job id written into a hostile body made as text, replaced by ``fz-<seq>`` as text too:
+#: decoding and encoding such a body again would change the very bytes under test.
+JOB_ID_SLOT = "fz-slot"
 
 _JOB_ID = re.compile(JOB_ID_PATTERN)
 
@@ -36,6 +45,8 @@ class RawMessage:
     content_type: str | None
     content_encoding: str | None
     headers: dict[str, Any]
+    #: A valid job: a ``succeeded`` result is due, not an ``invalid_job`` or a dead letter.
+    valid: bool = False
 
     def numbered(self, seq: int) -> RawMessage:
         """This message as number ``seq``: task id and any well-formed job id become
@@ -55,9 +66,12 @@ class RawMessage:
 
 
 def _retag_job_id(body: bytes, tag: str) -> bytes:
+    slot = json.dumps(JOB_ID_SLOT).encode()
+    if slot in body:
+        return body.replace(slot, json.dumps(tag).encode())
     try:
         decoded = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):
         return body
     if not (isinstance(decoded, list) and len(decoded) == 3 and isinstance(decoded[1], dict)):
         return body
@@ -262,4 +276,205 @@ def broken_messages(draw: st.DrawFn) -> RawMessage:
     return RawMessage(kind, body, content_type, encoding, headers)
 
 
-garbage = st.one_of(task_messages_with_bad_jobs(), broken_messages())
+# Valid jobs ---------------------------------------------------------------------------------
+
+#: The source of every valid fuzzed job: the clip the scenario registers with the simulator.
+GARBAGE_SOURCE = {"kind": "kling", "video_id": GARBAGE_VIDEO_ID, "task_id": GARBAGE_TASK_ID}
+_EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+
+#: Metadata in legal JSON that is odd: escapes (NUL, a surrogate pair, an RTL mark, every
+#: short escape), numbers far from everyday ones but within a float's range, nesting well
+#: within any limit, empty and duplicate keys.
+_ODD_LEGAL_METADATA = st.sampled_from(
+    [
+        r'{"a\u0000b": "\ud83d\ude00", "\u202e\ufeff": "\/\b\f\n\r\t\"\\"}',
+        '{"big": 1' + "0" * 100 + ', "tiny": 1e-999, "neg_zero": -0, "huge": 1.5e300}',
+        '{"deep": ' + '{"a": ' * 20 + "null" + "}" * 20 + "}",
+        '{"": "", " ": [[], {}, [[]]], "dup": 1, "dup": 2}',
+    ]
+)
+
+
+def valid_job(job_id: str = "ok-id", metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A job that meets the contract, for the clip the scenario's simulator knows."""
+    return {
+        "job_id": job_id,
+        "source": GARBAGE_SOURCE,
+        "metadata": metadata or {},
+        "submitted_at": "2026-11-24T10:00:00Z",
+    }
+
+
+def valid_message(job_id: str = "ok-id", metadata: dict[str, Any] | None = None) -> RawMessage:
+    """A task message with a valid job: a ``succeeded`` result is due."""
+    body = _task_body([], {"job": valid_job(job_id, metadata)}, _EMBED)
+    return RawMessage("valid", body, "application/json", "utf-8", task_headers(), valid=True)
+
+
+def _valid_with_metadata_text(metadata: str) -> RawMessage:
+    body = _task_text(_job_text(metadata=metadata)).encode()
+    return RawMessage(
+        "valid/odd-metadata", body, "application/json", "utf-8", task_headers(), valid=True
+    )
+
+
+#: Task messages with a valid job: fuzzed metadata, or odd but legal metadata.
+valid_task_messages = st.one_of(
+    st.dictionaries(_text, json_values, max_size=3).map(lambda m: valid_message(metadata=m)),
+    _ODD_LEGAL_METADATA.map(_valid_with_metadata_text),
+)
+
+
+# Hostile shapes -----------------------------------------------------------------------------
+# Made as text: json.dumps cannot write 1e999, a lone surrogate or a body nested 1,200 deep.
+
+_SOURCE_TEXT = json.dumps(GARBAGE_SOURCE)
+#: Nesting depths: past this project's limit (64), pydantic's (about 255), json's recursion
+#: (about 1,000), and far past.
+_DEPTHS = st.sampled_from([65, 260, 999, 1200, 20_000])
+#: Numbers no float holds, and the constants Python's json reads although JSON has none.
+_BAD_NUMBERS = st.sampled_from(
+    ["1e999", "-1e999", "1" + "0" * 5000, "-1" + "0" * 5000, "NaN", "Infinity", "-Infinity"]
+)
+#: String literals that decode to what no UTF-8 text can hold: lone, reversed and cut-short
+#: surrogates. (Odd but legal text, a NUL or bidi marks, is in the valid jobs' metadata.)
+_UNENCODABLE_STRINGS = st.sampled_from(
+    [r'"\ud800"', r'"\udfff\ud800"', r'"a\ud83dz"', r'"\udc00 tail"']
+)
+#: Characters of a huge string, as JSON text: plain, escaped, a lone surrogate, two-byte UTF-8.
+_HUGE_FILLERS = st.sampled_from(["x", r"\u00e9", r"\ud800", "é"])
+#: Lengths of huge strings: one within the 1 MiB a task body may take, one past it.
+_HUGE_SIZES = st.sampled_from([100_000, 1_100_000])
+#: Raw bytes no UTF-8 decoder takes: a surrogate and an overlong encoding, stray bytes.
+_NOT_UTF8 = st.sampled_from([b"\xed\xa0\x80", b"\xc0\xaf", b"\x80", b"\xff"])
+#: Where a hostile value goes in a task body: everywhere the job then breaks the contract.
+#: (Not the embed, where a value Python decodes leaves a runnable job: see "deep-embed".)
+_PLACES = ["job", "args", "job_id", "metadata", "source", "video_id", "task_id",
+           "submitted_at", "account", "extra-field", "extra-kwarg"]  # fmt: skip
+
+
+def deep_json(depth: int, *, objects: bool = False) -> str:
+    """An array (or object) nested ``depth`` deep: ``[[[…]]]`` or ``{"a":{"a":…0}}``."""
+    if objects:
+        return '{"a":' * depth + "0" + "}" * depth
+    return "[" * depth + "]" * depth
+
+
+def _job_text(
+    *,
+    job_id: str = json.dumps(JOB_ID_SLOT),
+    source: str = _SOURCE_TEXT,
+    metadata: str = "{}",
+    submitted_at: str = '"2026-11-24T10:00:00Z"',
+    extra: str = "",
+) -> str:
+    """A job object as JSON text, each field's value given as JSON text."""
+    fields = [
+        f'"job_id":{job_id}',
+        f'"source":{source}',
+        f'"metadata":{metadata}',
+        f'"submitted_at":{submitted_at}',
+        *([extra] if extra else []),
+    ]
+    return "{" + ",".join(fields) + "}"
+
+
+def _task_text(job: str, *, args: str = "[]", embed: str = "null", kwargs_extra: str = "") -> str:
+    """A task body ``[args, {"job": job, …}, embed]`` as JSON text."""
+    kwargs = '{"job":' + job + (f",{kwargs_extra}" if kwargs_extra else "") + "}"
+    return f"[{args},{kwargs},{embed}]"
+
+
+def poison_body(depth: int = 1200) -> bytes:
+    """``[[],{"job":[[[…]]]},null]``: 2.4 KB at 1,200 deep, deeper than ``json`` recurses."""
+    return _task_text(deep_json(depth)).encode()
+
+
+def deep_metadata_body(depth: int = 260, job_id: str = JOB_ID_SLOT) -> bytes:
+    """A job with a valid job id whose ``metadata`` nests ``depth`` levels (1.8 KB at 260):
+    JSON that decodes, and a job that breaks the contract (an ``invalid_job`` result)."""
+    job = _job_text(job_id=json.dumps(job_id), metadata=deep_json(depth, objects=True))
+    return _task_text(job).encode()
+
+
+def surrogate_body(place: str) -> bytes:
+    """A job with a valid job id and a lone surrogate (``"\\ud800"``) at ``place`` (one of
+    ``video_id``, ``metadata`` …), a field an ``invalid_job`` result echoes."""
+    return _body_with(place, r'"\ud800"').encode()
+
+
+def _body_with(place: str, value: str) -> str:
+    """A task body (text) with ``value`` (JSON text) at ``place``, the rest a valid job."""
+    if place == "job":
+        return _task_text(value)
+    if place == "args":
+        return _task_text(_job_text(), args=f"[{value}]")
+    if place == "job_id":
+        return _task_text(_job_text(job_id=value))
+    if place == "source":
+        return _task_text(_job_text(source=value))
+    if place == "submitted_at":
+        return _task_text(_job_text(submitted_at=value))
+    if place == "metadata":
+        return _task_text(_job_text(metadata='{"m":' + value + "}"))
+    if place == "metadata-key":
+        return _task_text(_job_text(metadata="{" + value + ":1}"))
+    if place in ("video_id", "task_id"):
+        source = json.dumps({**GARBAGE_SOURCE, place: "@"}).replace('"@"', value)
+        return _task_text(_job_text(source=source))
+    if place == "account":
+        return _task_text(_job_text(extra=f'"account":{value}'))
+    if place == "extra-field":
+        return _task_text(_job_text(extra=f'"x":{value}'))
+    return _task_text(_job_text(), kwargs_extra=f'"x":{value}')
+
+
+def _hostile(kind: str, body: bytes) -> RawMessage:
+    return RawMessage(f"hostile/{kind}", body, "application/json", "utf-8", task_headers())
+
+
+@st.composite
+def hostile_messages(draw: st.DrawFn) -> RawMessage:
+    """A JSON task message (task name and id in place) of a shape production brings: nested
+    deeper than decoders recurse, numbers out of range, huge strings, lone surrogates, bytes
+    that are not UTF-8, a duplicate key. A dead letter or an ``invalid_job``
+    result is due, and the worker must live on."""
+    kind = draw(
+        st.sampled_from(
+            ["deep", "deep-embed", "deep-metadata", "number", "string", "huge-string",
+             "not-utf8", "duplicate-key"]
+        )
+    )  # fmt: skip
+    places = st.sampled_from(_PLACES)
+    if kind == "deep":
+        body = _body_with(draw(places), deep_json(draw(_DEPTHS), objects=draw(st.booleans())))
+    elif kind == "deep-embed":
+        # Past json's recursion: unreadable, whatever the rest of the body holds.
+        deep = deep_json(draw(st.sampled_from([1200, 20_000])))
+        body = _task_text(_job_text(), embed='{"chain":' + deep + "}")
+    elif kind == "deep-metadata":
+        return _hostile(kind, deep_metadata_body(draw(_DEPTHS)))
+    elif kind == "number":
+        body = _body_with(draw(places), draw(_BAD_NUMBERS))
+    elif kind == "string":
+        place = draw(st.sampled_from([*_PLACES, "metadata-key"]))
+        body = _body_with(place, draw(_UNENCODABLE_STRINGS))
+    elif kind == "huge-string":
+        filler = draw(_HUGE_FILLERS)
+        huge = '"' + filler * (draw(_HUGE_SIZES) // len(filler)) + '"'
+        body = _body_with(draw(places), huge)
+    elif kind == "not-utf8":
+        text = _body_with(draw(places), '"@"').encode()
+        return _hostile(kind, text.replace(b'"@"', b'"' + draw(_NOT_UTF8) + b'"'))
+    else:
+        # Decoders keep the last of two keys: a valid job id, then a broken one.
+        broken = draw(_BAD_NUMBERS | _UNENCODABLE_STRINGS)
+        body = _task_text(_job_text(extra=f'"job_id":{broken}'))
+    return _hostile(kind, body.encode())
+
+
+garbage = st.one_of(
+    task_messages_with_bad_jobs(), broken_messages(), hostile_messages(), valid_task_messages
+)
+"""Every kind of message the fuzzer sends: each ends in one result (``succeeded`` for a valid
+job, ``invalid_job`` for a broken one) or one dead letter."""

@@ -23,10 +23,12 @@ from hypothesis import settings as hyp_settings
 from contract.jobs import Job, make_job
 from contract.names import DEAD_LETTER_REASON_HEADER, JOB_QUEUE
 from contract.topology import connect
+from devstack.processes import Process, ProcessExited
 from producers import KlingVideo, Producer, Result, S3Object, VideoUrl
 from simulator.testing import RunningSimulator
 from tests.chaos.fleet import (
     CHAOS_CONCURRENCY,
+    Fleet,
     RedisServer,
     Tally,
     chaos_fleet,
@@ -42,7 +44,15 @@ from tests.chaos.fleet import (
     unacked_jobs,
     worker_settings,
 )
-from tests.chaos.garbage import SEQ_HEADER, RawMessage, garbage, publish_raw, task_headers
+from tests.chaos.garbage import (
+    GARBAGE_TASK_ID,
+    GARBAGE_VIDEO_ID,
+    SEQ_HEADER,
+    RawMessage,
+    garbage,
+    publish_raw,
+    task_headers,
+)
 from tests.chaos.secrets import CHAOS_AWS_ACCESS_KEY, CHAOS_AWS_SECRET, SUBMITTED_SIGNATURE
 
 #: How long a scenario waits for its last result.
@@ -358,6 +368,85 @@ def _outcome(result: Result) -> str:
     return result.error.type if result.error else result.status
 
 
+#: Worker exits a garbage run replaces (as an orchestrator would) before it gives up.
+MAX_WORKER_EXITS = 3
+#: Times one message may be handed back to the queue before it counts as a requeue loop.
+REQUEUE_LOOP_AFTER = 3
+#: A worker log line that hands a message back to the queue, with the task id it names.
+_HANDED_BACK = re.compile(r"Job ([\w.:-]+?):? [^\n]*?(?:handed back|returning the job)")
+#: A message that could not even be dead-lettered goes back unnamed.
+_DEAD_LETTER_RETURNED = "Could not dead-letter a message"
+#: The job id of the valid job each garbage run submits last, through a Producer.
+LAST_VALID_JOB_ID = "garbage-valid"
+
+
+@dataclass
+class Supervised:
+    """A garbage run's workers, each replaced when it exits, up to :data:`MAX_WORKER_EXITS`
+    times; every exit is kept with the end of its log."""
+
+    fleet: Fleet
+    running: list[Process] = field(default_factory=list)
+    exits: list[str] = field(default_factory=list)
+
+    @property
+    def gave_up(self) -> bool:
+        return len(self.exits) > MAX_WORKER_EXITS
+
+    def start(self) -> None:
+        """One more worker; one that dies while starting counts as an exit, and is replaced."""
+        while not self.gave_up:
+            try:
+                self.running.append(self.fleet.start_worker())
+                return
+            except ProcessExited as exc:
+                self.exits.append(str(exc)[-3000:])
+
+    def check(self) -> None:
+        """Replace every worker that has exited since the last look."""
+        for process in list(self.running):
+            if process.popen.poll() is None:
+                continue
+            self.running.remove(process)
+            self.exits.append(
+                f"{process.name} exited ({process.popen.returncode}):\n{process.log()[-3000:]}"
+            )
+            self.start()
+
+
+@dataclass(frozen=True)
+class GarbageSummary:
+    """What became of a garbage run's messages (the valid job sent last left out)."""
+
+    messages: int
+    valid_jobs: int
+    results: int
+    succeeded: int
+    invalid_job: int
+    dead_letters: int
+    without_one_outcome: int
+    worker_exits: int
+    handed_back: int
+    requeue_loops: int
+    left_on_queue: int
+    seconds: float
+
+    def lines(self) -> list[str]:
+        return [
+            f"messages: {self.messages} ({self.valid_jobs} valid jobs)",
+            f"results: {self.results} ({self.succeeded} succeeded, "
+            f"{self.invalid_job} invalid_job, "
+            f"{self.results - self.succeeded - self.invalid_job} other)",
+            f"dead letters: {self.dead_letters}",
+            f"messages with ≠1 outcome: {self.without_one_outcome}",
+            f"worker exits: {self.worker_exits}",
+            f"requeue loops (a message handed back > {REQUEUE_LOOP_AFTER} times): "
+            f"{self.requeue_loops} ({self.handed_back} hand-backs in all)",
+            f"left on the job queue: {self.left_on_queue}",
+            f"wall time: {self.seconds:.1f} s",
+        ]
+
+
 def garbage_in(
     sim: RunningSimulator,
     workdir: Path,
@@ -366,39 +455,33 @@ def garbage_in(
     examples: int,
     seed: int | None = None,
     fixed: Sequence[RawMessage] = (),
+    workers: int = 1,
 ) -> Run:
-    """Publish the ``fixed`` messages and ``examples`` fuzzed ones onto the job queue, then one
-    valid job; find what each message became: an ``invalid_job`` result or a dead letter."""
+    """Publish the ``fixed`` messages and ``examples`` fuzzed ones onto the job queue (valid
+    jobs among them), then one valid job; find what each message became: one result (valid
+    jobs ``succeeded``, the rest ``invalid_job``) or one dead letter.
+
+    One worker runs before the messages are published, ``workers - 1`` more start after them.
+    A worker that exits is counted and replaced (up to :data:`MAX_WORKER_EXITS` times), so a
+    poison message shows as exits rather than ending the run.
+    """
     sim.reset()
-    sim.add_video("garbage-video", "garbage-task", duration_ms=5000)
+    sim.add_video(GARBAGE_VIDEO_ID, GARBAGE_TASK_ID, duration_ms=5000)
     sent: dict[int, RawMessage] = {}
     tally = Tally()
     dead: dict[int, str] = {}
     started = time.monotonic()
     with chaos_fleet(workdir, worker_settings(sim, api_key)) as fleet:
-        worker = fleet.start_worker()
+        supervised = Supervised(fleet)
+        supervised.start()
         with connect(fleet.settings) as connection:
             connection.ensure_connection(max_retries=3)
-
-            def publish(message: RawMessage) -> None:
-                seq = len(sent)
-                sent[seq] = message.numbered(seq)
-                publish_raw(connection, sent[seq])
-
-            for message in fixed:
-                publish(message)
-            if examples:
-                fuzz = hyp_settings(
-                    max_examples=examples,
-                    deadline=None,
-                    database=None,
-                    derandomize=seed is None,
-                    suppress_health_check=list(HealthCheck),
-                    phases=[Phase.generate],
-                )(given(garbage)(publish))
-                (hyp_seed(seed)(fuzz) if seed is not None else fuzz)()
+            _publish_garbage(connection, sent, fixed, examples, seed)
+        for _ in range(workers - 1):
+            supervised.start()
         valid = make_job(
-            KlingVideo(video_id="garbage-video", task_id="garbage-task"), job_id="garbage-valid"
+            KlingVideo(video_id=GARBAGE_VIDEO_ID, task_id=GARBAGE_TASK_ID),
+            job_id=LAST_VALID_JOB_ID,
         )
         with Producer(fleet.settings) as producer:
             producer.submit_many([valid])
@@ -408,11 +491,11 @@ def garbage_in(
                 seq = letter.headers.get(SEQ_HEADER)
                 key = seq if isinstance(seq, int) else -1 - len(dead)
                 dead[key] = str(letter.headers.get(DEAD_LETTER_REASON_HEADER))
-            if tally.total + len(dead) >= len(sent) + 1:
+            if supervised.gave_up or tally.total + len(dead) >= len(sent) + 1:
                 return True
             # The valid job went last: once it is done and no job is ready or held, all is in.
             return (
-                "garbage-valid" in tally.results
+                LAST_VALID_JOB_ID in tally.results
                 and queue_depth(fleet.settings) == 0
                 and unacked_jobs(fleet.vhost) == 0
             )
@@ -422,47 +505,121 @@ def garbage_in(
             tally,
             until=accounted,
             timeout_s=30.0 + len(sent) / 20,
-            alive=worker.check_alive,
+            alive=supervised.check,
         )
         settle(fleet.settings, tally, quiet_s=1.5)
         accounted(tally)
-        worker.check_alive()
+        supervised.check()
         left_on_queue = queue_depth(fleet.settings)
+        still_up = [process.popen.poll() is None for process in supervised.running]
         logs = fleet.logs()
-    stats = sim.stats()
-    garbage_counts = Counter({k: n for k, n in tally.counts.items() if k != "garbage-valid"})
+    return _garbage_run(
+        sent, tally, dead, sim.stats(), started, logs, supervised.exits, still_up, left_on_queue
+    )
+
+
+def _publish_garbage(
+    connection: Any,
+    sent: dict[int, RawMessage],
+    fixed: Sequence[RawMessage],
+    examples: int,
+    seed: int | None,
+) -> None:
+    """Publish ``fixed``, then ``examples`` messages hypothesis draws; each numbered in
+    ``sent`` by its place."""
+
+    def publish(message: RawMessage) -> None:
+        seq = len(sent)
+        sent[seq] = message.numbered(seq)
+        publish_raw(connection, sent[seq])
+
+    for message in fixed:
+        publish(message)
+    if not examples:
+        return
+    fuzz = hyp_settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=seed is None,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.generate],
+    )(given(garbage)(publish))
+    (hyp_seed(seed)(fuzz) if seed is not None else fuzz)()
+
+
+def handed_back(logs: str) -> Counter[str]:
+    """How many times the workers handed each message back to the queue, by task id (a
+    message that could not be dead-lettered is counted under ``"(dead letter)"``)."""
+    counts: Counter[str] = Counter()
+    for line in logs.splitlines():
+        if match := _HANDED_BACK.search(line):
+            counts[match.group(1)] += 1
+        elif _DEAD_LETTER_RETURNED in line:
+            counts["(dead letter)"] += 1
+    return counts
+
+
+def _garbage_run(
+    sent: dict[int, RawMessage],
+    tally: Tally,
+    dead: dict[int, str],
+    stats: dict[str, Any],
+    started: float,
+    logs: str,
+    exits: list[str],
+    still_up: list[bool],
+    left_on_queue: int,
+) -> Run:
+    """The run's figures and evidence: outcomes by message number, valid and not."""
+    fuzzed = Counter({k: n for k, n in tally.counts.items() if k != LAST_VALID_JOB_ID})
     by_seq: Counter[int] = Counter()
-    for job_id, n in garbage_counts.items():
+    for job_id, n in fuzzed.items():
         by_seq[_seq(job_id)] += n
     by_seq.update(seq for seq in dead if seq >= 0)
-    results = garbage_counts.total()
+    results = {job_id: tally.results[job_id] for job_id in fuzzed}
+    kinds = Counter(_outcome(result) for result in results.values())
+    requeues = handed_back(logs)
+    summary = GarbageSummary(
+        messages=len(sent),
+        valid_jobs=sum(message.valid for message in sent.values()),
+        results=fuzzed.total(),
+        succeeded=kinds["succeeded"],
+        invalid_job=kinds["invalid_job"],
+        dead_letters=len(dead),
+        without_one_outcome=sum(by_seq[seq] != 1 for seq in sent),
+        worker_exits=len(exits),
+        handed_back=requeues.total(),
+        requeue_loops=sum(n > REQUEUE_LOOP_AFTER for n in requeues.values()),
+        left_on_queue=left_on_queue,
+        seconds=round(time.monotonic() - started, 1),
+    )
+    note = (
+        f"{summary.succeeded} succeeded + {summary.invalid_job} invalid_job results + "
+        f"{summary.dead_letters} dead letters; {summary.without_one_outcome} without one "
+        f"outcome, {summary.worker_exits} worker exits, {summary.requeue_loops} requeue loops"
+    )
     run = Run(
-        figures(
-            "garbage in",
-            Tally(counts=garbage_counts),
-            len(sent),
-            stats,
-            started,
-            f"{results} invalid_job results + {len(dead)} dead letters",
-        ),
+        figures("garbage in", Tally(counts=fuzzed), len(sent), stats, started, note),
         tally,
         set(),
         stats,
         evidence={
             "sent": sent,
             "dead": dead,
-            "garbage_results": {
-                job_id: result
-                for job_id, result in tally.results.items()
-                if job_id != "garbage-valid"
-            },
+            "garbage_results": results,
             "outcomes_by_seq": by_seq,
-            "valid": tally.results.get("garbage-valid"),
+            "valid_seqs": {seq for seq, message in sent.items() if message.valid},
+            "valid": tally.results.get(LAST_VALID_JOB_ID),
             "left_on_queue": left_on_queue,
+            "worker_exits": exits,
+            "workers_up_at_end": still_up,
+            "handed_back": requeues,
+            "summary": summary,
             "logs": logs,
         },
     )
-    run.figures.results = results + len(dead)
+    run.figures.results = fuzzed.total() + len(dead)
     return run
 
 

@@ -530,3 +530,12 @@ def test_a_url_loses_its_user_and_password_wherever_it_is_shown(url: str) -> Non
     assert source.video_url == shown
     assert "bob" not in shown_kwargs({"job": {"source": {"kind": "url", "video_url": url}}})
     assert "bob" not in SecretScrubber()(f"GET {url} failed")
+
+
+def test_an_echo_with_a_lone_surrogate_still_makes_a_result_utf8_can_carry() -> None:
+    raw = {"source": {"kind": "kling", "video_id": "v", "task_id": "\ud800"}, "metadata": {}}
+
+    result = invalid_job_result("j-1", raw, "task_id is not text", received_at=datetime.now(UTC))
+
+    assert result.to_wire()["source"]["task_id"] == "\ufffd"
+    serializable(result).encode()

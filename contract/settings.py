@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Where the embedded broker keeps its files when ``CELERY_BROKER_URL`` is unset.
@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         description="Folder of the embedded filesystem broker (only when no broker URL is set).",
     )
     redis_url: str | None = Field(default=None, repr=False)
+    #: ``host:port`` of each Sentinel of a group, comma-separated: the shared store follows the
+    #: primary the group names (``REDIS_URL`` then gives only the database and password).
+    redis_sentinels: str | None = None
+    redis_sentinel_master: str = Field(default="mymaster", min_length=1)
 
     kling_api_base_url: str = "https://api.cometapi.com/kling"
     kling_api_key: SecretStr | None = None
@@ -78,6 +82,19 @@ class Settings(BaseSettings):
     #: ``json``: one JSON object a line (for log shippers); ``text``: plain lines for a terminal.
     log_format: Literal["json", "text"] = "json"
 
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str | None) -> str | None:
+        if value is not None and value.strip():
+            sentinel_addresses(value)  # raises ValueError naming the bad entry
+            return value
+        return None
+
+    @property
+    def has_shared_store(self) -> bool:
+        """Whether the fleet shares a store (``REDIS_URL`` or ``REDIS_SENTINELS``)."""
+        return bool(self.redis_url or self.redis_sentinels)
+
     @property
     def uses_embedded_broker(self) -> bool:
         return not self.celery_broker_url
@@ -94,3 +111,14 @@ class Settings(BaseSettings):
     @property
     def broker_is_amqp(self) -> bool:
         return self.broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+
+
+def sentinel_addresses(value: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` as addresses; raises ValueError naming an entry that is not one."""
+    addresses = []
+    for entry in (part.strip() for part in value.split(",")):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"REDIS_SENTINELS entry {entry!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses

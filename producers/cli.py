@@ -152,7 +152,7 @@ def status(job_ids: tuple[str, ...]) -> None:
     worker holds it now) or "unknown" (queued, never seen, or an outcome the fleet does not keep).
     """
     try:
-        for found in job_statuses(Settings().redis_url, job_ids):
+        for found in job_statuses(Settings(), job_ids):
             click.echo(found.to_json())
     except SharedStoreUnavailable as exc:
         _unreachable(str(exc))

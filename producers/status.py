@@ -19,6 +19,8 @@ from typing import Any, Literal
 import redis
 
 from contract import keys
+from contract.settings import Settings
+from contract.shared_store import store_client
 from producers.errors import SharedStoreUnavailable
 
 JobState = Literal["recorded", "running", "unknown"]
@@ -41,20 +43,18 @@ class JobStatus:
         return json.dumps(wire, ensure_ascii=False, separators=(",", ":"))
 
 
-def job_statuses(redis_url: str | None, job_ids: Sequence[str]) -> Iterator[JobStatus]:
-    """The status of each of ``job_ids``, in order, read from the store at ``redis_url``.
+def job_statuses(settings: Settings, job_ids: Sequence[str]) -> Iterator[JobStatus]:
+    """The status of each of ``job_ids``, in order, read from the fleet's shared store.
 
-    Raises :class:`SharedStoreUnavailable` when ``redis_url`` is unset or the store does not
-    answer (statuses already yielded stay true).
+    Raises :class:`SharedStoreUnavailable` when no store is configured or it does not answer
+    (statuses already yielded stay true).
     """
-    if not redis_url:
+    if not settings.has_shared_store:
         raise SharedStoreUnavailable(
             "REDIS_URL is not set: without a shared store no job status is kept across the fleet"
         )
     try:
-        client = redis.Redis.from_url(
-            redis_url, socket_timeout=STORE_TIMEOUT_S, socket_connect_timeout=STORE_TIMEOUT_S
-        )
+        client = store_client(settings, socket_timeout_s=STORE_TIMEOUT_S)
     except ValueError as exc:
         raise SharedStoreUnavailable(f"REDIS_URL is not a Redis URL: {exc}") from exc
     try:
@@ -62,7 +62,7 @@ def job_statuses(redis_url: str | None, job_ids: Sequence[str]) -> Iterator[JobS
             yield from _batch(client, job_ids[start : start + BATCH_SIZE])
     except redis.RedisError as exc:
         raise SharedStoreUnavailable(
-            f"the shared store at REDIS_URL cannot be reached: {type(exc).__name__}: {exc}"
+            f"the shared store cannot be reached: {type(exc).__name__}: {exc}"
         ) from exc
     finally:
         client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 
 import pytest
@@ -29,6 +30,15 @@ def require_service(name: str, host: str, port: int) -> None:
             return
     except OSError as exc:
         message = f"{name} is not reachable on {host}:{port} ({exc})"
+        if IN_CI:
+            pytest.fail(f"{message}; CI must run every service test", pytrace=False)
+        pytest.skip(message)
+
+
+def require_binary(name: str) -> None:
+    """Skip when the program ``name`` is not installed, unless under CI (a failure there)."""
+    if shutil.which(name) is None:
+        message = f"{name} is not installed"
         if IN_CI:
             pytest.fail(f"{message}; CI must run every service test", pytrace=False)
         pytest.skip(message)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from contract import topology as broker
-from contract.settings import Settings
+from contract.settings import Settings, sentinel_addresses
 from contract.topology import transport_options
 from worker.coordination.outcomes import JOB_LEASE_S
 from worker.tasks import LEASE_WAIT_JITTER_S
@@ -295,3 +295,17 @@ def test_embedded_broker_warns_that_it_is_single_machine(
     connection.release()
 
     assert any("CELERY_BROKER_URL" in record.getMessage() for record in caplog.records)
+
+
+def test_a_sentinel_group_is_a_shared_store_and_each_address_must_be_host_port(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_SENTINELS", "s1:26379, 10.0.0.2:26380")
+    read = settings()
+    assert read.has_shared_store
+    assert read.redis_sentinel_master == "mymaster"
+    assert sentinel_addresses(str(read.redis_sentinels)) == [("s1", 26379), ("10.0.0.2", 26380)]
+
+    monkeypatch.setenv("REDIS_SENTINELS", "s1:26379,s2")
+    with pytest.raises(ValueError, match="'s2' is not host:port"):
+        settings()

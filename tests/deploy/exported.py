@@ -39,7 +39,7 @@ def exporter_families() -> list[Metric]:
         celery_broker_url="amqp://guest:guest@127.0.0.1:1//",
         redis_url="redis://127.0.0.1:1/0",
     )
-    store = FleetStateReader.from_url(str(settings.redis_url), accounts_from_settings(settings))
+    store = FleetStateReader.from_settings(settings, accounts_from_settings(settings))
     collector = FleetCollector(probe_for(settings), store, cache_s=5)
     return list(collector.describe())
 

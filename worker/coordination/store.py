@@ -15,6 +15,7 @@ import redis
 
 from contract import keys
 from contract.settings import Settings
+from contract.shared_store import store_client
 from worker.coordination.breaker import BreakerState, LocalBreaker, RedisBreaker
 from worker.coordination.limits import CallLimiter, LocalLimiter, lease_s_from_settings
 from worker.coordination.limits_redis import RedisLimiter
@@ -81,15 +82,15 @@ class Coordination:
             "lease_s": lease_s,
             "stopping": stopping or threading.Event(),
         }
-        if not settings.redis_url:
+        if not settings.has_shared_store:
             logger.warning(
                 "REDIS_URL is not set: idempotency, the circuit breakers and call limits hold "
                 "within this worker process only. Set REDIS_URL to share them across the fleet."
             )
             return cls(outcomes=LocalOutcomeStore(), client=None, **common)  # type: ignore[arg-type]
-        client = connect(settings.redis_url, pool_size or settings.worker_concurrency)
+        client = connect(settings, pool_size or settings.worker_concurrency)
         tick_s = tick_s_for(JOB_LEASE_S, lease_s)
-        renewer = LeaseRenewer(renewal_client(settings.redis_url, tick_s), tick_s=tick_s)
+        renewer = LeaseRenewer(renewal_client(settings, tick_s), tick_s=tick_s)
         commands = PipelinedCommands(client)
         return cls(
             outcomes=RedisOutcomeStore(client, renewer=renewer, commands=commands),
@@ -146,30 +147,26 @@ class Coordination:
             self.client.close()
 
 
-def connect(url: str, pool_size: int) -> redis.Redis:
+def connect(settings: Settings, pool_size: int) -> redis.Redis:
     """A client on a blocking pool (a thread waits for a free connection instead of failing),
     checked with one ``PING``."""
     try:
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
+        client = store_client(
+            settings,
+            socket_timeout_s=SOCKET_TIMEOUT_S,
             max_connections=min(pool_size, MAX_JOB_CONNECTIONS) + SPARE_CONNECTIONS,
-            timeout=POOL_WAIT_S,
-            socket_timeout=SOCKET_TIMEOUT_S,
-            health_check_interval=30,
+            pool_timeout_s=POOL_WAIT_S,
+            health_check_interval_s=30,
         )
-        client = redis.Redis(connection_pool=pool)
         client.ping()
     except (redis.RedisError, ValueError) as exc:
         raise ConfigurationError(
-            f"the shared store at REDIS_URL cannot be reached: {type(exc).__name__}: {exc}"
+            f"the shared store cannot be reached: {type(exc).__name__}: {exc}"
         ) from exc
     return client
 
 
-def renewal_client(url: str, tick_s: float) -> redis.Redis:
+def renewal_client(settings: Settings, tick_s: float) -> redis.Redis:
     """The renewer's own connection: never queued behind the jobs' commands, and given up on
     after one tick, so one stalled renewal costs a tick and the next one tries again."""
-    pool = redis.BlockingConnectionPool.from_url(
-        url, max_connections=2, timeout=tick_s, socket_timeout=tick_s, socket_connect_timeout=tick_s
-    )
-    return redis.Redis(connection_pool=pool)
+    return store_client(settings, socket_timeout_s=tick_s, max_connections=2, pool_timeout_s=tick_s)

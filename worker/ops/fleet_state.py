@@ -15,6 +15,7 @@ import redis
 
 from contract import keys
 from contract.settings import Settings
+from contract.shared_store import store_client
 from worker.accounts import load_accounts
 from worker.ops.queue_probe import PROBE_TIMEOUT_S, ProbeFailed
 
@@ -62,11 +63,8 @@ class FleetStateReader:
         self._accounts = accounts
 
     @classmethod
-    def from_url(cls, url: str, accounts: list[AccountKeys]) -> FleetStateReader:
-        client = redis.Redis.from_url(
-            url, socket_timeout=PROBE_TIMEOUT_S, socket_connect_timeout=PROBE_TIMEOUT_S
-        )
-        return cls(client, accounts)
+    def from_settings(cls, settings: Settings, accounts: list[AccountKeys]) -> FleetStateReader:
+        return cls(store_client(settings, socket_timeout_s=PROBE_TIMEOUT_S), accounts)
 
     def read(self) -> list[AccountState]:
         """Every account's state now; raises :class:`ProbeFailed` when the store does not answer."""

@@ -163,8 +163,8 @@ def _families(
 
 def build_collector(settings: Settings, *, cache_s: float = DEFAULT_CACHE_S) -> FleetCollector:
     store = (
-        FleetStateReader.from_url(settings.redis_url, accounts_from_settings(settings))
-        if settings.redis_url
+        FleetStateReader.from_settings(settings, accounts_from_settings(settings))
+        if settings.has_shared_store
         else None
     )
     return FleetCollector(probe_for(settings), store, cache_s=cache_s)

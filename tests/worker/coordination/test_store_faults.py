@@ -75,7 +75,8 @@ def renewing_store(
     """A store whose claims go straight to Redis and whose renewals go through the proxy, on
     the renewer's own connection as a worker makes it."""
     tick_s = tick_s_for(lease_s)
-    renewer = LeaseRenewer(renewal_client(proxy.url("redis"), tick_s), tick_s=tick_s)
+    settings = Settings(_env_file=None, redis_url=proxy.url("redis"))
+    renewer = LeaseRenewer(renewal_client(settings, tick_s), tick_s=tick_s)
     return RedisOutcomeStore(direct, renewer=renewer), renewer
 
 

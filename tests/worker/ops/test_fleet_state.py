@@ -139,7 +139,7 @@ def test_each_account_is_read_on_the_keys_its_workers_use(tmp_path: Path) -> Non
 
 
 def test_a_store_that_does_not_answer_fails_the_read() -> None:
-    account = accounts_from_settings(Settings(_env_file=None))
-    reader = FleetStateReader.from_url("redis://127.0.0.1:1/0", account)
+    settings = Settings(_env_file=None, redis_url="redis://127.0.0.1:1/0")
+    reader = FleetStateReader.from_settings(settings, accounts_from_settings(settings))
     with pytest.raises(ProbeFailed):
         reader.read()

@@ -53,16 +53,18 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
     failed job raises :class:`JobEndedFailed` once its result is published (see :func:`report`).
     """
     handler: JobHandler = self.app.runtime.handler
-    request = {"retries": self.request.retries, "delivery_info": self.request.delivery_info}
+    # A copy that waited for a lease (most often a dead worker's), or a job the broker handed out
+    # again: it may have been answered already, and it takes the next call slot of this process.
+    copy = is_overdue(
+        {"retries": self.request.retries, "delivery_info": self.request.delivery_info}
+    )
     try:
-        # A copy that waited for a lease (most often a dead worker's), or a job the broker handed
-        # out again, takes the next call slot of this process.
-        with overdue_job(is_overdue(request)):
+        with overdue_job(copy):
             handled = handler.handle(
                 kwargs.get("job"),
                 task_id=self.request.id,
                 well_formed=not args and set(kwargs) == {"job"},
-                copy=is_overdue(request),
+                copy=copy,
             )
     except LeaseHeld as exc:
         raise wait_for_lease(self, kwargs, exc) from exc
@@ -74,15 +76,12 @@ def init_selection(self: Task, *args: Any, **kwargs: Any) -> str:
         # Warm shutdown: the call in flight has finished; the retries are another worker's.
         logger.info("Job %s handed back: %s.", self.request.id, exc)
         raise Reject(str(exc), requeue=True) from exc
-    except FinishFailed as exc:
-        # The outcome is not safely in the store: a redelivered copy must find the job unacked.
-        logger.error("Job %s handed back: %s.", self.request.id, exc)
-        time.sleep(STORE_OUTAGE_PAUSE_S)
-        raise Reject(str(exc), requeue=True) from exc
     except StoreUnavailable as exc:
-        # No call has been made: hand the job back, after a pause so that an outage does not
-        # spin the queue.
-        logger.warning("Job %s handed back: %s.", self.request.id, exc)
+        # Hand the job back, after a pause so that an outage does not spin the queue: no call
+        # was made, or (FinishFailed) its outcome is not safely stored, and the copy that comes
+        # back must find the job unacknowledged.
+        level = logging.ERROR if isinstance(exc, FinishFailed) else logging.WARNING
+        logger.log(level, "Job %s handed back: %s.", self.request.id, exc)
         time.sleep(STORE_OUTAGE_PAUSE_S)
         raise Reject(str(exc), requeue=True) from exc
     except PublishFailed as exc:

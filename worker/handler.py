@@ -26,7 +26,7 @@ from contract.errors import InvalidJobError
 from contract.jobs import JOB_ID_PATTERN, Job, parse_job
 from contract.redaction import redact_source
 from contract.results import Result
-from worker.coordination.outcomes import JobLease, OutcomeStore
+from worker.coordination.outcomes import JobLease
 from worker.errors import Cancelled, InternalError, KlingWorkerError
 from worker.ops.outcome_log import log_outcome
 from worker.pipeline import Pipeline, failed, invalid_job_result, utcnow
@@ -64,7 +64,6 @@ class JobHandler:
 
     pipeline: Pipeline
     publisher: ResultPublisher
-    outcomes: OutcomeStore
     lease: JobLease
     allow_http: bool
 

@@ -55,7 +55,6 @@ class Runtime:
         handler = JobHandler(
             pipeline=pipeline,
             publisher=ResultPublisher(connect(settings), pool_size=settings.worker_concurrency),
-            outcomes=coordination.outcomes,
             # Short, and renewed while the job runs: a dead worker's jobs run again in seconds.
             lease=JobLease(coordination.outcomes),
             allow_http=settings.allow_http_video_urls,

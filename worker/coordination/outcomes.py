@@ -161,12 +161,10 @@ class JobLease:
         *,
         lease_s: float = JOB_LEASE_S,
         patience_s: float = STORE_PATIENCE_S,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._store = store
         self.lease_s = lease_s
         self._patience_s = patience_s
-        self._sleep = sleep
         self._holder_prefix = f"{socket.gethostname()}:{os.getpid()}:"
 
     @contextmanager
@@ -228,7 +226,7 @@ class JobLease:
                 if time.monotonic() + pause_s > deadline:
                     raise FinishFailed(f"could not {what}: {exc}") from exc
                 logger.warning("Could not %s (%s); trying again in %.2f s.", what, exc, pause_s)
-                self._sleep(pause_s)
+                time.sleep(pause_s)
                 pause_s = min(pause_s * 2, 2.0)
 
     def _give_back(self, job_id: str, holder: str) -> None:

@@ -89,16 +89,6 @@ def test_a_lease_is_exclusive_until_released_and_raises_instead_of_waiting(
         assert hold.recorded is None
 
 
-def test_a_copy_of_an_answered_job_ends_with_no_result_of_its_own(
-    store: OutcomeStore, job: str
-) -> None:
-    lease = JobLease(store, lease_s=5)
-    answer(lease, job, result(job, LASTING))
-
-    with pytest.raises(AnsweredByHolder), lease.held(job, copy=True):
-        pytest.fail("a redelivered copy ran a job whose result is out")
-
-
 @pytest.mark.parametrize("error", [LASTING, PASSING], ids=["lasting", "passing"])
 def test_a_redelivered_copy_never_runs_again_whatever_the_outcome(
     store: OutcomeStore, job: str, error: VideoRejected | UpstreamUnavailable
